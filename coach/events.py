@@ -1,0 +1,257 @@
+"""The small vocabulary of typed events that flow between the coach's stages.
+
+Every stage (audio source, recognizer, classifier, trajectory, playbook, sinks) takes
+and emits these frozen dataclasses and nothing else, so a stage can be tested by
+pushing events in and asserting what comes out (the pipecat pattern). Times are
+seconds from the start of the call, on the call's own clock, never wall time.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+
+class Speaker(str, enum.Enum):
+    """Who is talking. One recognizer per speaker channel; no diarization."""
+
+    AGENT = "agent"
+    CUSTOMER = "customer"
+
+
+class Level(enum.IntEnum):
+    """Customer escalation levels, ordered so that comparisons mean 'worse than'."""
+
+    CALM = 0
+    FRUSTRATED = 1
+    ANGRY = 2
+    ABUSIVE = 3
+    THREATENING = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, name: str) -> "Level":
+        try:
+            return cls[name.strip().upper()]
+        except KeyError:
+            valid = ", ".join(lv.label for lv in cls)
+            raise ValueError(f"unknown escalation level {name!r} (expected one of: {valid})") from None
+
+
+LEVELS: tuple[str, ...] = tuple(lv.label for lv in Level)
+SENTIMENTS: tuple[str, ...] = ("negative", "neutral", "positive")
+
+
+class Trend(str, enum.Enum):
+    RISING = "rising"
+    STEADY = "steady"
+    FALLING = "falling"
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """A block of mono 16-bit PCM from one speaker's channel.
+
+    ``t`` is the call time of the first sample. ``samples`` is int16 at ``sample_rate``.
+    The audio callback creates these and does nothing else.
+    """
+
+    speaker: Speaker
+    t: float
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / float(self.sample_rate)
+
+    def rms_db(self) -> float:
+        """Loudness of the chunk in dBFS (-100 for digital silence)."""
+        if len(self.samples) == 0:
+            return -100.0
+        x = self.samples.astype(np.float64) / 32768.0
+        rms = float(np.sqrt(np.mean(x * x)))
+        return 20.0 * np.log10(rms) if rms > 1e-5 else -100.0
+
+
+@dataclass(frozen=True)
+class Word:
+    """One recognised word with its call-time span and recogniser confidence (0..1)."""
+
+    word: str
+    start: float
+    end: float
+    conf: float = 1.0
+
+
+@dataclass(frozen=True)
+class Partial:
+    """Words recognised so far in an utterance that is still being spoken."""
+
+    speaker: Speaker
+    t: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """A finished stretch of speech from one speaker.
+
+    ``confidence`` is the mean word confidence; the playbook refuses severe prompts on
+    low-confidence words so that misrecognised audio cannot invent abuse or threats.
+    ``loudness_db`` is the speech level in dBFS when audio was available, else None.
+    """
+
+    speaker: Speaker
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
+    confidence: float = 1.0
+    loudness_db: float | None = None
+
+    @property
+    def t(self) -> float:
+        return self.end
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Classifier output for one utterance: a probability per level and per sentiment."""
+
+    escalation: Mapping[str, float]
+    sentiment: Mapping[str, float]
+
+    @property
+    def level(self) -> Level:
+        return Level.parse(max(self.escalation, key=self.escalation.__getitem__))
+
+    def at_least(self, level: Level) -> float:
+        """Probability that the utterance is at ``level`` or worse."""
+        return float(sum(p for name, p in self.escalation.items() if Level.parse(name) >= level))
+
+    @property
+    def valence(self) -> float:
+        """Sentiment on -1..+1: P(positive) - P(negative)."""
+        return float(self.sentiment.get("positive", 0.0) - self.sentiment.get("negative", 0.0))
+
+
+@dataclass(frozen=True)
+class ScoredUtterance:
+    utterance: Utterance
+    scores: Scores | None  # None for agent utterances, which are not classified for escalation
+
+
+@dataclass(frozen=True)
+class TrajectoryState:
+    """The customer's (or agent's) emotional course at call time ``t``.
+
+    ``escalation`` is the smoothed expected level on the 0..4 scale; ``state`` is the
+    level after hysteresis; ``trend`` compares the fast and slow averages.
+    """
+
+    speaker: Speaker
+    t: float
+    escalation: float
+    sentiment: float
+    state: Level
+    trend: Trend
+    peak: Level
+    words_per_minute: float | None = None
+    loudness_rel_db: float | None = None
+    risk: float = 0.0  # forecast probability that the customer reaches 'angry' or worse soon
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A coaching cue that opened or closed (Cogito-style open/close events)."""
+
+    prompt: str
+    t: float
+    opened: bool
+    text: str = ""
+    priority: int = 0
+    severity: str = "info"
+    reason: str = ""
+    speaker: Speaker = Speaker.AGENT
+
+
+@dataclass(frozen=True)
+class CallEnd:
+    """Sentinel that flows through every stage once the call's audio is exhausted."""
+
+    t: float
+
+
+Event = AudioChunk | Partial | Utterance | ScoredUtterance | TrajectoryState | Prompt | CallEnd
+
+
+def event_to_json(ev: Event) -> dict | None:
+    """The JSON-lines form of an event (``type``, ``t``, ``speaker`` plus fields)."""
+    if isinstance(ev, ScoredUtterance):
+        u = ev.utterance
+        out: dict = {
+            "type": "utterance",
+            "t": round(u.end, 3),
+            "speaker": u.speaker.value,
+            "start": round(u.start, 3),
+            "end": round(u.end, 3),
+            "text": u.text,
+            "confidence": round(u.confidence, 3),
+            "words": [
+                {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3), "conf": round(w.conf, 3)}
+                for w in u.words
+            ],
+        }
+        if u.loudness_db is not None:
+            out["loudness_db"] = round(u.loudness_db, 1)
+        if ev.scores is not None:
+            out["level"] = ev.scores.level.label
+            out["escalation"] = {k: round(v, 4) for k, v in ev.scores.escalation.items()}
+            out["sentiment"] = {k: round(v, 4) for k, v in ev.scores.sentiment.items()}
+        return out
+    if isinstance(ev, Partial):
+        return {"type": "partial", "t": round(ev.t, 3), "speaker": ev.speaker.value, "text": ev.text}
+    if isinstance(ev, TrajectoryState):
+        out = {
+            "type": "trajectory",
+            "t": round(ev.t, 3),
+            "speaker": ev.speaker.value,
+            "escalation": round(ev.escalation, 3),
+            "sentiment": round(ev.sentiment, 3),
+            "state": ev.state.label,
+            "trend": ev.trend.value,
+            "peak": ev.peak.label,
+            "risk": round(ev.risk, 3),
+        }
+        if ev.words_per_minute is not None:
+            out["words_per_minute"] = round(ev.words_per_minute, 1)
+        if ev.loudness_rel_db is not None:
+            out["loudness_rel_db"] = round(ev.loudness_rel_db, 1)
+        return out
+    if isinstance(ev, Prompt):
+        return {
+            "type": "prompt_open" if ev.opened else "prompt_close",
+            "t": round(ev.t, 3),
+            "speaker": ev.speaker.value,
+            "prompt": ev.prompt,
+            "text": ev.text,
+            "priority": ev.priority,
+            "severity": ev.severity,
+            "reason": ev.reason,
+        }
+    if isinstance(ev, CallEnd):
+        return {"type": "call_end", "t": round(ev.t, 3), "speaker": Speaker.AGENT.value}
+    return None
+
+
+__all__ = [
+    "AudioChunk", "CallEnd", "Event", "LEVELS", "Level", "Partial", "Prompt", "SENTIMENTS",
+    "ScoredUtterance", "Scores", "Speaker", "TrajectoryState", "Trend", "Utterance", "Word",
+    "event_to_json",
+]

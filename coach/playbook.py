@@ -1,0 +1,508 @@
+"""The de-escalation playbook: prompts that open and close on the call's trajectory.
+
+Rules live in ``configs/playbook.yaml`` so supervisors can edit them; this module
+validates that file and runs it. The engine is pure and synchronous: it sees scored
+utterances and trajectory states (each carrying its call time) and returns prompt
+events. No clocks, no threads, no I/O besides loading the YAML.
+
+A rule opens when *all* of its ``open_when`` conditions hold, and closes when *any*
+of its ``close_when`` conditions holds, after ``max_open_s``, or at the end of the
+call. Cooldowns, a cap on simultaneous prompts and priorities keep it quiet.
+"""
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import yaml
+
+from .errors import ConfigError
+from .events import Level, Prompt, ScoredUtterance, Speaker, TrajectoryState, Trend
+from .trajectory import TrajectoryOptions
+
+DEFAULT_PLAYBOOK = Path(__file__).resolve().parent.parent / "configs" / "playbook.yaml"
+
+
+class Severity(enum.IntEnum):
+    INFO = 0
+    WARN = 1
+    CRITICAL = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+def normalize_for_phrases(text: str) -> str:
+    """Lowercase, unify apostrophes and drop punctuation, as recognisers write text."""
+    text = text.lower().replace("\u2019", "'").replace("`", "'")
+    text = re.sub(r"[^a-z0-9' ]+", " ", text)
+    return " " + re.sub(r"\s+", " ", text).strip() + " "
+
+
+def _phrase_pattern(phrase: str) -> re.Pattern[str]:
+    words = normalize_for_phrases(phrase).split()
+    body = r"\s+".join(re.escape(w).replace("'", "'?") for w in words)
+    return re.compile(r"(?<![a-z0-9'])" + body + r"(?![a-z0-9'])")
+
+
+# ---------------------------------------------------------------- call context
+
+
+@dataclass
+class CallContext:
+    """What the playbook knows about the call so far. Updated only by :class:`Playbook`."""
+
+    now: float = 0.0
+    current: ScoredUtterance | None = None
+    customer: TrajectoryState | None = None
+    agent: TrajectoryState | None = None
+    last_customer: ScoredUtterance | None = None
+    episode_start: float | None = None  # when the customer last rose above calm
+    said: dict[str, list[float]] = field(default_factory=dict)  # phrase set -> agent times
+    current_phrases: frozenset[str] = frozenset()
+    vent: list[ScoredUtterance] = field(default_factory=list)  # upset customer turns not yet paraphrased
+    paraphrased_at: float | None = None
+    paraphrase_score: float = 0.0  # similarity of the current agent utterance to the complaint
+    boundary_at: float | None = None
+    abusive_since_boundary: int = 0
+    overlap_s: float = 0.0  # how long the current agent utterance talked over the customer
+
+    def said_since_upset(self, name: str) -> bool:
+        if self.episode_start is None:
+            return False
+        # An apology a few seconds before the state flipped still counts.
+        return any(t >= self.episode_start - 10.0 for t in self.said.get(name, ()))
+
+    @property
+    def vented_s(self) -> float:
+        return sum(max(v.utterance.end - v.utterance.start, 0.0) for v in self.vent)
+
+
+# ---------------------------------------------------------------- conditions
+
+
+def _level(v: Any) -> Level:
+    return Level.parse(str(v))
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"expected a number, got {v!r}")
+    return float(v)
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def _trend(v: Any) -> frozenset[Trend]:
+    items = v if isinstance(v, list) else [v]
+    try:
+        return frozenset(Trend(str(x)) for x in items)
+    except ValueError:
+        raise ValueError(f"expected rising, steady or falling, got {v!r}") from None
+
+
+def _speaker(v: Any) -> Speaker:
+    try:
+        return Speaker(str(v))
+    except ValueError:
+        raise ValueError(f"expected agent or customer, got {v!r}") from None
+
+
+def _level_prob(v: Any) -> tuple[Level, float]:
+    if not isinstance(v, Mapping) or set(v) != {"level", "p"}:
+        raise ValueError(f"expected {{level: NAME, p: NUMBER}}, got {v!r}")
+    return _level(v["level"]), _float(v["p"])
+
+
+def _cust(ctx: CallContext) -> TrajectoryState | None:
+    return ctx.customer
+
+
+def _current_customer(ctx: CallContext) -> ScoredUtterance | None:
+    c = ctx.current
+    return c if c is not None and c.utterance.speaker is Speaker.CUSTOMER and c.scores is not None else None
+
+
+def _current_agent(ctx: CallContext) -> bool:
+    return ctx.current is not None and ctx.current.utterance.speaker is Speaker.AGENT
+
+
+@dataclass(frozen=True)
+class _CondSpec:
+    parse: Callable[[Any], Any]
+    test: Callable[[CallContext, Any], bool]
+    needs_phrase_set: bool = False
+    doc: str = ""
+
+
+CONDITIONS: dict[str, _CondSpec] = {
+    "speaker": _CondSpec(_speaker, lambda c, v: c.current is not None and c.current.utterance.speaker is v,
+                         doc="the utterance just finished is from this speaker"),
+    "customer_state_at_least": _CondSpec(_level, lambda c, v: _cust(c) is not None and c.customer.state >= v,
+                                         doc="customer's smoothed state (with hysteresis) is this level or worse"),
+    "customer_state_below": _CondSpec(_level, lambda c, v: _cust(c) is None or c.customer.state < v,
+                                      doc="customer's state is better than this level"),
+    "customer_peak_at_least": _CondSpec(_level, lambda c, v: _cust(c) is not None and c.customer.peak >= v,
+                                        doc="the customer reached this level at some point in the call"),
+    "customer_trend": _CondSpec(_trend, lambda c, v: _cust(c) is not None and c.customer.trend in v,
+                                doc="rising, steady or falling (or a list)"),
+    "customer_risk_at_least": _CondSpec(_float, lambda c, v: _cust(c) is not None and c.customer.risk >= v,
+                                        doc="forecast probability of reaching angry or worse"),
+    "customer_louder_db": _CondSpec(_float, lambda c, v: _cust(c) is not None and c.customer.loudness_rel_db is not None
+                                    and c.customer.loudness_rel_db >= v,
+                                    doc="customer speaks this many dB above their own baseline"),
+    "utterance_at_least": _CondSpec(_level_prob, lambda c, v: (u := _current_customer(c)) is not None
+                                    and u.scores.at_least(v[0]) >= v[1],
+                                    doc="this customer utterance is LEVEL or worse with probability >= p"),
+    "confident": _CondSpec(_float, lambda c, v: c.current is not None and c.current.utterance.confidence >= v,
+                           doc="the recogniser's word confidence for this utterance is at least this"),
+    "agent_wpm_above": _CondSpec(_float, lambda c, v: c.agent is not None and c.agent.words_per_minute is not None
+                                 and c.agent.words_per_minute > v, doc="agent speaking rate, words per minute"),
+    "agent_wpm_below": _CondSpec(_float, lambda c, v: c.agent is not None and c.agent.words_per_minute is not None
+                                 and c.agent.words_per_minute < v, doc="agent speaking rate, words per minute"),
+    "agent_says": _CondSpec(str, lambda c, v: _current_agent(c) and v in c.current_phrases, True,
+                            doc="the agent's utterance just finished contains a phrase of this set"),
+    "agent_says_not": _CondSpec(str, lambda c, v: _current_agent(c) and v not in c.current_phrases, True,
+                                doc="the agent's utterance just finished has no phrase of this set"),
+    "agent_said_since_upset": _CondSpec(str, lambda c, v: c.said_since_upset(v), True,
+                                        doc="the agent used this phrase set since the customer got upset"),
+    "agent_not_said_since_upset": _CondSpec(str, lambda c, v: not c.said_since_upset(v), True,
+                                            doc="the agent has not used this phrase set since the customer got upset"),
+    "customer_vented_s": _CondSpec(_float, lambda c, v: c.vented_s >= v,
+                                   doc="seconds of upset customer speech not yet paraphrased"),
+    "agent_paraphrases": _CondSpec(_float, lambda c, v: _current_agent(c) and c.paraphrase_score >= v,
+                                   doc="encoder similarity of the agent's utterance to the customer's complaint"),
+    "paraphrased_since_upset": _CondSpec(_bool, lambda c, v: (c.paraphrased_at is not None and c.episode_start is not None
+                                                              and c.paraphrased_at >= c.episode_start) == v,
+                                         doc="the agent restated the complaint since the customer got upset"),
+    "abusive_after_boundary": _CondSpec(_float, lambda c, v: c.boundary_at is not None and c.abusive_since_boundary >= v,
+                                        doc="abusive customer utterances since the agent set a boundary"),
+    "agent_overlap_s": _CondSpec(_float, lambda c, v: _current_agent(c) and c.overlap_s >= v,
+                                 doc="seconds the agent talked over the customer's last utterance"),
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    value: Any
+
+    def holds(self, ctx: CallContext) -> bool:
+        return bool(CONDITIONS[self.name].test(ctx, self.value))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One prompt of the playbook."""
+
+    id: str
+    text: str
+    priority: int
+    severity: Severity
+    cooldown_s: float
+    max_open_s: float
+    open_when: tuple[Condition, ...]
+    close_when: tuple[Condition, ...] = ()
+    better: str = ""  # for phrase coaching: what to say instead
+    max_per_call: int = 0  # 0 = no limit
+
+
+@dataclass(frozen=True)
+class PlaybookConfig:
+    rules: tuple[Rule, ...]
+    phrases: Mapping[str, tuple[re.Pattern[str], ...]]
+    trajectory: TrajectoryOptions = TrajectoryOptions()
+    max_open: int = 2  # non-critical prompts shown at once
+    min_word_conf: float = 0.35  # words below this are dropped before classification
+    vent_levels: Level = Level.FRUSTRATED  # customer utterances at least this upset count as venting
+    source: str = ""
+
+
+_RULE_KEYS = {"id", "text", "priority", "severity", "cooldown_s", "max_open_s", "open_when", "close_when", "better",
+              "max_per_call"}
+_TOP_KEYS = {"version", "defaults", "phrases", "prompts", "trajectory"}
+_DEFAULT_KEYS = {"cooldown_s", "max_open_s", "max_open", "severe_min_confidence", "min_word_conf", "vent_level"}
+
+
+def load_playbook(path: str | Path | None = None) -> PlaybookConfig:
+    """Read and validate a playbook YAML; any problem is a one-line ConfigError."""
+    p = Path(path) if path is not None else DEFAULT_PLAYBOOK
+    fix = f"edit {p} (see the comments at its top) or restore it with `git checkout {DEFAULT_PLAYBOOK.name}`"
+    if not p.is_file():
+        raise ConfigError(f"playbook {p} does not exist", "pass --playbook PATH to an existing YAML file")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"playbook {p} is not UTF-8 text", fix) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"playbook {p} is not valid YAML{where}: {problem}", fix) from None
+    try:
+        return _parse(raw, str(p))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"playbook {p}: {e}", fix) from None
+
+
+def _unknown(keys: set, allowed: set, where: str) -> None:
+    extra = sorted(str(k) for k in keys - allowed)
+    if extra:
+        raise ValueError(f"unknown key(s) {', '.join(extra)} in {where} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _parse(raw: Any, source: str) -> PlaybookConfig:
+    if not isinstance(raw, Mapping):
+        raise ValueError("the file must be a mapping with 'prompts' (and optionally 'phrases', 'defaults')")
+    _unknown(set(raw), _TOP_KEYS, "the top level")
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise ValueError("'defaults' must be a mapping")
+    _unknown(set(defaults), _DEFAULT_KEYS, "defaults")
+    phrases_raw = raw.get("phrases") or {}
+    if not isinstance(phrases_raw, Mapping):
+        raise ValueError("'phrases' must map a set name to a list of phrases")
+    phrases: dict[str, tuple[re.Pattern[str], ...]] = {}
+    for name, items in phrases_raw.items():
+        if not isinstance(items, list) or not items or not all(isinstance(x, str) and x.strip() for x in items):
+            raise ValueError(f"phrase set {name!r} must be a non-empty list of strings")
+        phrases[str(name)] = tuple(_phrase_pattern(x) for x in items)
+
+    traj_raw = raw.get("trajectory") or {}
+    if not isinstance(traj_raw, Mapping):
+        raise ValueError("'trajectory' must be a mapping")
+    _unknown(set(traj_raw), set(TrajectoryOptions.__dataclass_fields__), "trajectory")
+    trajectory = TrajectoryOptions(**{k: _float(v) if k != "wpm_min_words" else int(v) for k, v in traj_raw.items()})
+
+    severe_conf = _float(defaults.get("severe_min_confidence", 0.6))
+    prompts = raw.get("prompts")
+    if not isinstance(prompts, list) or not prompts:
+        raise ValueError("'prompts' must be a non-empty list of prompt rules")
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for i, r in enumerate(prompts):
+        where = f"prompt #{i + 1}"
+        if not isinstance(r, Mapping):
+            raise ValueError(f"{where} must be a mapping")
+        _unknown(set(r), _RULE_KEYS, where)
+        rid = r.get("id")
+        if not isinstance(rid, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", rid):
+            raise ValueError(f"{where} needs an 'id' in snake_case, got {rid!r}")
+        where = f"prompt {rid!r}"
+        if rid in seen:
+            raise ValueError(f"{where} is defined twice")
+        seen.add(rid)
+        text = r.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{where} needs a non-empty 'text'")
+        try:
+            severity = Severity[str(r.get("severity", "info")).upper()]
+        except KeyError:
+            raise ValueError(f"{where}: severity must be info, warn or critical") from None
+        open_when = _conditions(r.get("open_when"), f"{where} open_when", phrases, required=True)
+        close_when = _conditions(r.get("close_when") or {}, f"{where} close_when", phrases, required=False)
+        if severity is Severity.CRITICAL and not any(c.name == "confident" for c in open_when):
+            # Severe prompts never fire on low-confidence words, whatever the YAML says.
+            open_when = open_when + (Condition("confident", severe_conf),)
+        rules.append(Rule(
+            id=rid,
+            text=text.strip(),
+            priority=int(_float(r.get("priority", 50))),
+            severity=severity,
+            cooldown_s=_float(r.get("cooldown_s", defaults.get("cooldown_s", 30.0))),
+            max_open_s=_float(r.get("max_open_s", defaults.get("max_open_s", 45.0))),
+            open_when=open_when,
+            close_when=close_when,
+            better=str(r.get("better", "")),
+            max_per_call=int(_float(r.get("max_per_call", 0))),
+        ))
+    return PlaybookConfig(
+        rules=tuple(rules),
+        phrases=phrases,
+        trajectory=trajectory,
+        max_open=int(_float(defaults.get("max_open", 2))),
+        min_word_conf=_float(defaults.get("min_word_conf", 0.35)),
+        vent_levels=_level(defaults.get("vent_level", "frustrated")),
+        source=source,
+    )
+
+
+def _conditions(raw: Any, where: str, phrases: Mapping[str, Any], *, required: bool) -> tuple[Condition, ...]:
+    if not isinstance(raw, Mapping) or (required and not raw):
+        raise ValueError(f"{where} must be a mapping of condition: value" + (" with at least one condition" if required else ""))
+    out = []
+    for name, value in raw.items():
+        spec = CONDITIONS.get(str(name))
+        if spec is None:
+            raise ValueError(f"unknown condition {name!r} in {where} (known: {', '.join(sorted(CONDITIONS))})")
+        try:
+            parsed = spec.parse(value)
+        except ValueError as e:
+            raise ValueError(f"{where}.{name}: {e}") from None
+        if spec.needs_phrase_set and parsed not in phrases:
+            raise ValueError(f"{where}.{name} names phrase set {parsed!r}, which is not defined under 'phrases'")
+        out.append(Condition(str(name), parsed))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- the engine
+
+
+@dataclass
+class _Open:
+    rule: Rule
+    since: float
+
+
+class Playbook:
+    """Runs a :class:`PlaybookConfig` over one call. Feed events in call order."""
+
+    def __init__(self, config: PlaybookConfig) -> None:
+        self.cfg = config
+        self.ctx = CallContext()
+        self.open: dict[str, _Open] = {}
+        self.closed_at: dict[str, float] = {}
+        self.count: dict[str, int] = {}
+        self._vent_emb: list[np.ndarray | None] = []  # embeddings of ctx.vent, same order
+
+    # -- inputs
+
+    def on_trajectory(self, state: TrajectoryState) -> None:
+        ctx = self.ctx
+        if state.speaker is Speaker.AGENT:
+            ctx.agent = state
+            return
+        prev = ctx.customer
+        ctx.customer = state
+        if state.state > Level.CALM and (prev is None or prev.state == Level.CALM):
+            ctx.episode_start = state.t
+        if state.state == Level.CALM:
+            ctx.episode_start = None
+            ctx.vent, self._vent_emb = [], []
+
+    def on_utterance(self, item: ScoredUtterance, embedding: np.ndarray | None = None) -> list[Prompt]:
+        """Fold one utterance in (after its trajectory update) and return prompt changes."""
+        ctx = self.ctx
+        u = item.utterance
+        ctx.now = max(ctx.now, u.end)
+        ctx.current = item
+        ctx.paraphrase_score = 0.0
+        ctx.overlap_s = 0.0
+        if u.speaker is Speaker.AGENT:
+            text = normalize_for_phrases(u.text)
+            ctx.current_phrases = frozenset(n for n, pats in self.cfg.phrases.items() if any(p.search(text) for p in pats))
+            for name in ctx.current_phrases:
+                ctx.said.setdefault(name, []).append(u.end)
+            if "boundary" in ctx.current_phrases:
+                ctx.boundary_at, ctx.abusive_since_boundary = u.end, 0
+            if ctx.last_customer is not None:
+                lc = ctx.last_customer.utterance
+                ctx.overlap_s = max(0.0, min(lc.end, u.end) - max(lc.start, u.start))
+            if embedding is not None and ctx.vent:
+                ctx.paraphrase_score = self._similarity(embedding)
+                if ctx.paraphrase_score >= self._paraphrase_threshold():
+                    ctx.paraphrased_at = u.end
+                    ctx.vent, self._vent_emb = [], []
+        else:
+            ctx.current_phrases = frozenset()
+            ctx.last_customer = item
+            if item.scores is not None:
+                if item.scores.level >= self.cfg.vent_levels:
+                    ctx.vent.append(item)
+                    self._vent_emb.append(embedding)
+                if ctx.boundary_at is not None and item.scores.level >= Level.ABUSIVE:
+                    ctx.abusive_since_boundary += 1
+        return self._evaluate(u.end)
+
+    def tick(self, t: float) -> list[Prompt]:
+        """Advance the clock with no new speech (live mode): expire prompts left open."""
+        self.ctx.now = max(self.ctx.now, t)
+        self.ctx.current = None
+        return self._expire(t)
+
+    def finish(self, t: float) -> list[Prompt]:
+        """Close everything still open at the end of the call."""
+        out = [self._close(rid, t, "call ended") for rid in sorted(self.open, key=lambda k: -self.open[k].rule.priority)]
+        return out
+
+    # -- internals
+
+    def _similarity(self, emb: np.ndarray) -> float:
+        vecs = [e for e in self._vent_emb if e is not None]
+        if not vecs:
+            return 0.0
+        complaint = np.mean(np.stack(vecs), axis=0)
+        n = float(np.linalg.norm(complaint)) * float(np.linalg.norm(emb))
+        sim = float(np.dot(complaint, emb) / n) if n > 0 else 0.0
+        # Phrases such as "so what I'm hearing is" mark a paraphrase, but only lower the
+        # bar a little: the content must still match the complaint.
+        if "paraphrase_lead" in self.ctx.current_phrases:
+            sim += 0.1
+        return sim
+
+    def _paraphrase_threshold(self) -> float:
+        for r in self.cfg.rules:
+            for c in r.close_when:
+                if c.name == "agent_paraphrases":
+                    return float(c.value)
+        return 0.5
+
+    def _close(self, rid: str, t: float, reason: str) -> Prompt:
+        o = self.open.pop(rid)
+        self.closed_at[rid] = t
+        return Prompt(prompt=rid, t=t, opened=False, text=o.rule.text, priority=o.rule.priority,
+                      severity=o.rule.severity.label, reason=reason)
+
+    def _expire(self, t: float) -> list[Prompt]:
+        return [self._close(rid, t, "timed out") for rid, o in list(self.open.items()) if t - o.since >= o.rule.max_open_s]
+
+    def _evaluate(self, t: float) -> list[Prompt]:
+        ctx = self.ctx
+        out = self._expire(t)
+        # Close first, so a prompt whose cause went away makes room for another.
+        for rid, o in list(self.open.items()):
+            if o.since < t:
+                hit = next((c for c in o.rule.close_when if c.holds(ctx)), None)
+                if hit is not None:
+                    out.append(self._close(rid, t, hit.name))
+        for rule in sorted(self.cfg.rules, key=lambda r: (-r.severity, -r.priority)):
+            if rule.id in self.open:
+                continue
+            if t - self.closed_at.get(rule.id, -1e9) < rule.cooldown_s:
+                continue
+            if rule.max_per_call and self.count.get(rule.id, 0) >= rule.max_per_call:
+                continue
+            if not all(c.holds(ctx) for c in rule.open_when):
+                continue
+            if rule.severity is not Severity.CRITICAL:
+                shown = [o for o in self.open.values() if o.rule.severity is not Severity.CRITICAL]
+                if len(shown) >= self.cfg.max_open:
+                    weakest = min(shown, key=lambda o: o.rule.priority)
+                    if weakest.rule.priority >= rule.priority:
+                        continue
+                    out.append(self._close(weakest.rule.id, t, "superseded"))
+            self.open[rule.id] = _Open(rule, t)
+            self.count[rule.id] = self.count.get(rule.id, 0) + 1
+            out.append(Prompt(prompt=rule.id, t=t, opened=True, text=rule.text, priority=rule.priority,
+                              severity=rule.severity.label, reason=_reason(rule, ctx)))
+        return out
+
+
+def _reason(rule: Rule, ctx: CallContext) -> str:
+    parts = []
+    if ctx.customer is not None:
+        parts.append(f"customer {ctx.customer.state.label}, {ctx.customer.trend.value}")
+    if rule.better:
+        parts.append(f"try: {rule.better}")
+    if any(c.name.startswith("agent_wpm") for c in rule.open_when) and ctx.agent and ctx.agent.words_per_minute:
+        parts.append(f"{ctx.agent.words_per_minute:.0f} wpm")
+    return "; ".join(parts)

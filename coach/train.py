@@ -1,0 +1,479 @@
+"""Train the escalation/sentiment classifier from ``configs/train/NAME.yaml``.
+
+Modes:
+
+* ``heads`` (default, CPU-friendly): the sentence encoder stays frozen; embeddings of
+  every text are computed once and cached under ``.cache/embeddings/`` (keyed by the
+  encoder and a hash of the texts), so re-running with other head settings takes
+  seconds. Only the two small heads are trained.
+* ``lora``: LoRA adapters on the encoder's attention projections are trained together
+  with the heads on a (sub)sample; only the adapter weights are saved.
+* ``full``: fine-tunes the whole encoder; refused without a GPU.
+
+Escalation targets may be partial (a set of allowed levels); the loss is the negative
+log of the probability mass on the allowed set, so "not abusive" rows push mass away
+from abuse without claiming the row is calm. Rows lacking a target are masked.
+Classes are balanced by inverse frequency; training stops early on dev macro-F1 and a
+temperature per head is fitted on dev NLL afterwards.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from . import datasets as ds
+from .classifier import PACKAGED_ENCODER, Classifier, Encoder, Heads, ModelConfig, encoder_id
+from .errors import ConfigError
+from .events import LEVELS, SENTIMENTS
+from .text import normalize_speech
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODES = ("heads", "lora", "full")
+
+
+@dataclass
+class TrainArgs:
+    """Everything that defines a training run (saved into the model's config.json)."""
+
+    name: str = "escalation-minilm"
+    output_dir: str | None = None          # default: models/<name>
+    mode: str = "heads"                    # heads | lora | full
+    encoder: str = PACKAGED_ENCODER        # package:..., a local folder or a cached HF id
+    sources: list[Any] = field(default_factory=lambda: [
+        "goemotions", "tweeteval_emotion", "tweeteval_hate", "meld", "emorynlp",
+        "dailydialog", "olid", "davidson", "threatgram"])
+    eval_sources: list[Any] = field(default_factory=list)  # dev-only extras, e.g. tweeteval_sentiment
+    data_root: str | None = None           # built-in sets; default ../shared/data/text
+    labels: str | None = None              # label schema; default configs/labels.yaml
+    exclude_noncommercial: bool = False
+    max_per_source: int = 8000             # training rows per source (label-balanced subsample)
+    max_dev_per_source: int = 3000
+    dev_fraction: float = 0.15             # hold-out for sets without a dev split
+    seed: int = 13
+    max_length: int = 128
+    embed_batch_size: int = 64
+    cache_dir: str = ".cache/embeddings"
+    # heads
+    hidden: int = 256
+    dropout: float = 0.1
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 8
+    class_balance: bool = True
+    sentiment_weight: float = 1.0
+    calibrate: bool = True
+    # lora / full
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_targets: list[str] = field(default_factory=lambda: ["query", "key", "value"])
+    lora_max_train: int = 4000             # rows fine-tuned through the encoder (CPU is slow)
+    encoder_epochs: int = 1
+    encoder_lr: float = 2e-4
+    threads: int | None = None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "TrainArgs":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"training config {path} not found", "see configs/train/default.yaml") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML ({exc.__class__.__name__})", "fix the YAML syntax") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must be a mapping of option: value", "see configs/train/default.yaml")
+        raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        args = cls.from_dict(raw, where=str(path))
+        args._base = path.resolve().parent  # generic data paths are relative to the config
+        return args
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "training config") -> "TrainArgs":
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}", f"valid options: {', '.join(valid)}")
+        args = cls(**d)
+        args.validate(where)
+        return args
+
+    def validate(self, where: str = "training config") -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"{where}: mode {self.mode!r} is not one of {', '.join(MODES)}", "set mode: heads")
+        if self.mode == "full" and not torch.cuda.is_available():
+            raise ConfigError(f"{where}: mode full fine-tunes the whole encoder and needs a GPU",
+                              "use mode: heads or mode: lora on CPU")
+        for k in ("epochs", "batch_size", "max_length", "embed_batch_size"):
+            if int(getattr(self, k)) <= 0:
+                raise ConfigError(f"{where}: {k} must be positive", f"set {k} to a positive number")
+        if not self.sources:
+            raise ConfigError(f"{where}: no data sources", "list at least one source under sources:")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else REPO_ROOT / "models" / self.name
+
+
+def set_seed(seed: int) -> None:
+    """Seed every generator before anything is built, so runs are repeatable."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --- data ---------------------------------------------------------------------------
+
+@dataclass
+class DataSplit:
+    rows: list[ds.Example]
+    texts: list[str]              # normalised
+    level_mask: np.ndarray        # (n, 5) bool, all False = no escalation target
+    sentiment: np.ndarray         # (n,) int, -1 = none
+    emb: np.ndarray | None = None
+
+
+def make_split(rows: Sequence[ds.Example]) -> DataSplit:
+    texts = [normalize_speech(r.text) for r in rows]
+    keep = [i for i, t in enumerate(texts) if t]  # rows that normalise to nothing teach nothing
+    rows = [rows[i] for i in keep]
+    texts = [texts[i] for i in keep]
+    mask = np.zeros((len(rows), len(LEVELS)), dtype=bool)
+    sent = np.full(len(rows), -1, dtype=np.int64)
+    for i, r in enumerate(rows):
+        if r.levels:
+            mask[i, [LEVELS.index(lv) for lv in r.levels]] = True
+        if r.sentiment:
+            sent[i] = SENTIMENTS.index(r.sentiment)
+    return DataSplit(list(rows), texts, mask, sent)
+
+
+def load_data(args: TrainArgs) -> tuple[DataSplit, DataSplit, dict[str, Any]]:
+    """Train and dev splits per the config, subsampled, plus a summary for the card."""
+    schema = ds.load_schema(args.labels)
+    base = getattr(args, "_base", Path.cwd())
+    train: list[ds.Example] = []
+    dev: list[ds.Example] = []
+    used: dict[str, Any] = {}
+    specs = [(s, True) for s in args.sources] + [(s, False) for s in args.eval_sources]
+    for k, (raw, for_train) in enumerate(specs):
+        spec = ds.SourceSpec.from_dict(raw)
+        if spec.kind != "generic" and isinstance(raw, str):
+            spec.dev_fraction = args.dev_fraction
+        rows = ds.load_source(spec, args.data_root, schema, base)
+        if args.exclude_noncommercial and not all(r.commercial_ok for r in rows):
+            log.info("leaving out %s (non-commercial licence)", spec.name)
+            continue
+        tr = [r for r in rows if r.split == "train"] if for_train else []
+        dv = [r for r in rows if r.split == "dev"]
+        tr = ds.balanced_subsample(tr, args.max_per_source, args.seed + k)
+        dv = ds.balanced_subsample(dv, args.max_dev_per_source, args.seed + 1000 + k)
+        train += tr
+        dev += dv
+        used[spec.name] = {
+            "licence": rows[0].licence if rows else spec.licence,
+            "commercial_ok": bool(rows and rows[0].commercial_ok),
+            "train_rows": len(tr), "dev_rows": len(dv), "role": "train+dev" if for_train else "dev only",
+        }
+        log.info("%s: %d train, %d dev rows", spec.name, len(tr), len(dv))
+    if not train:
+        raise ConfigError("no training rows left", "add sources or set exclude_noncommercial: false")
+    return make_split(train), make_split(dev), used
+
+
+def _cache_file(args: TrainArgs, texts: Sequence[str]) -> Path:
+    h = hashlib.sha1()
+    h.update(f"{encoder_id(args.encoder)}|{args.max_length}|mean-l2\n".encode())
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\n")
+    root = Path(args.cache_dir)
+    if not root.is_absolute():
+        root = REPO_ROOT / root
+    return root / f"{h.hexdigest()[:24]}.npy"
+
+
+def embed_cached(encoder: Encoder, args: TrainArgs, texts: Sequence[str],
+                 progress: Callable[[str], None] | None = None) -> np.ndarray:
+    """Embeddings of unique texts, from the on-disk cache when possible."""
+    uniq = sorted(set(texts))
+    f = _cache_file(args, uniq)
+    if f.exists():
+        emb = np.load(f)
+    else:
+        t0 = time.perf_counter()
+        emb = np.empty((len(uniq), encoder.dim), dtype=np.float32)
+        step = 2048
+        for i in range(0, len(uniq), step):
+            emb[i:i + step] = encoder.embed(uniq[i:i + step], batch_size=args.embed_batch_size)
+            if progress:
+                progress(f"embedded {min(i + step, len(uniq))}/{len(uniq)} texts "
+                         f"({(min(i + step, len(uniq))) / (time.perf_counter() - t0):.0f}/s)")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp.npy")
+        np.save(tmp, emb)
+        os.replace(tmp, f)
+    index = {t: i for i, t in enumerate(uniq)}
+    return emb[[index[t] for t in texts]]
+
+
+# --- losses and fitting -----------------------------------------------------------------
+
+def partial_nll(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """-log P(allowed set) per row: -logsumexp(logits[allowed]) + logsumexp(logits)."""
+    allowed = logits.masked_fill(~mask, float("-inf"))
+    return torch.logsumexp(logits, dim=1) - torch.logsumexp(allowed, dim=1)
+
+
+def row_weights(split: DataSplit, balance: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row weights: inverse frequency of each escalation target set / sentiment class."""
+    n = len(split.texts)
+    we = np.zeros(n, dtype=np.float32)
+    ws = np.zeros(n, dtype=np.float32)
+    has_e = split.level_mask.any(1)
+    keys = [tuple(m) for m in split.level_mask]
+    if has_e.any():
+        if balance:
+            from collections import Counter
+            cnt = Counter(k for k, h in zip(keys, has_e) if h)
+            for i in np.flatnonzero(has_e):
+                we[i] = 1.0 / cnt[keys[i]]
+            we *= has_e.sum() / we.sum()
+        else:
+            we[has_e] = 1.0
+    has_s = split.sentiment >= 0
+    if has_s.any():
+        if balance:
+            cnt = np.bincount(split.sentiment[has_s], minlength=len(SENTIMENTS)).astype(np.float32)
+            ws[has_s] = 1.0 / cnt[split.sentiment[has_s]]
+            ws *= has_s.sum() / ws.sum()
+        else:
+            ws[has_s] = 1.0
+    return we, ws
+
+
+def _macro_f1(y: np.ndarray, p: np.ndarray, k: int) -> float:
+    f1s = []
+    for c in range(k):
+        tp = np.sum((p == c) & (y == c))
+        fp = np.sum((p == c) & (y != c))
+        fn = np.sum((p != c) & (y == c))
+        if tp + fn == 0:
+            continue
+        f1s.append(2 * tp / max(2 * tp + fp + fn, 1))
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+def dev_score(heads: Heads, dev: DataSplit) -> float:
+    """Escalation macro-F1 on exact-label rows + half the sentiment macro-F1."""
+    heads.eval()
+    with torch.inference_mode():
+        le, ls = heads(torch.from_numpy(dev.emb))
+    exact = dev.level_mask.sum(1) == 1
+    score = 0.0
+    if exact.any():
+        score += _macro_f1(dev.level_mask[exact].argmax(1), le.argmax(1).numpy()[exact], len(LEVELS))
+    hs = dev.sentiment >= 0
+    if hs.any():
+        score += 0.5 * _macro_f1(dev.sentiment[hs], ls.argmax(1).numpy()[hs], len(SENTIMENTS))
+    return score
+
+
+def fit_heads(args: TrainArgs, train: DataSplit, dev: DataSplit,
+              progress: Callable[[str], None] | None = None) -> tuple[Heads, dict[str, Any]]:
+    """Adam on cached embeddings with early stopping on dev; returns the best heads."""
+    heads = Heads(dim=train.emb.shape[1], hidden=args.hidden, dropout=args.dropout)
+    opt = torch.optim.AdamW(heads.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    x = torch.from_numpy(train.emb)
+    m = torch.from_numpy(train.level_mask)
+    s = torch.from_numpy(train.sentiment)
+    we, ws = (torch.from_numpy(w) for w in row_weights(train, args.class_balance))
+    g = torch.Generator().manual_seed(args.seed)
+    best, best_state, best_epoch, bad = -1.0, None, 0, 0
+    history = []
+    for epoch in range(1, args.epochs + 1):
+        heads.train()
+        perm = torch.randperm(len(x), generator=g)
+        total = 0.0
+        for i in range(0, len(x), args.batch_size):
+            idx = perm[i:i + args.batch_size]
+            le, ls = heads(x[idx])
+            mi = m[idx]
+            has = mi.any(1)
+            loss = torch.zeros(())
+            if has.any():
+                le_l = partial_nll(le[has], mi[has])
+                loss = loss + (le_l * we[idx][has]).sum() / len(idx)
+            si = s[idx]
+            hs = si >= 0
+            if hs.any():
+                ls_l = torch.nn.functional.cross_entropy(ls[hs], si[hs], reduction="none")
+                loss = loss + args.sentiment_weight * (ls_l * ws[idx][hs]).sum() / len(idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+        score = dev_score(heads, dev)
+        history.append({"epoch": epoch, "train_loss": total / len(x), "dev_score": score})
+        if progress:
+            progress(f"epoch {epoch}: train loss {total / len(x):.4f}, dev score {score:.4f}")
+        if score > best + 1e-4:
+            best, best_epoch, bad = score, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= args.patience:
+                break
+    if best_state is not None:
+        heads.load_state_dict(best_state)
+    heads.eval()
+    return heads, {"best_epoch": best_epoch, "best_dev_score": best, "history": history}
+
+
+def fit_temperature(logits: np.ndarray, mask: np.ndarray) -> float:
+    """Temperature minimising the dev NLL (partial labels allowed), in 0.05..20."""
+    from scipy.optimize import minimize_scalar
+
+    has = mask.any(1)
+    if has.sum() < 10:
+        return 1.0
+    lg = torch.from_numpy(logits[has]).double()
+    mk = torch.from_numpy(mask[has])
+
+    def nll(log_t: float) -> float:
+        return float(partial_nll(lg / math.exp(log_t), mk).mean())
+
+    res = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
+    return float(math.exp(res.x))
+
+
+# --- LoRA ----------------------------------------------------------------------------------
+
+def train_lora(args: TrainArgs, encoder: Encoder, heads: Heads, train: DataSplit,
+               progress: Callable[[str], None] | None = None) -> Any:
+    """Fine-tune LoRA adapters (+ heads) through the encoder on a subsample; returns the peft model."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ConfigError("mode lora needs peft", "run `pip install peft`") from None
+    cfg = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                     target_modules=list(args.lora_targets), bias="none")
+    model = get_peft_model(encoder.model, cfg)
+    model.train()
+    heads.train()
+    rng = np.random.default_rng(args.seed)
+    idx_all = np.arange(len(train.texts))
+    if len(idx_all) > args.lora_max_train:
+        idx_all = rng.choice(idx_all, args.lora_max_train, replace=False)
+    sub = DataSplit([train.rows[i] for i in idx_all], [train.texts[i] for i in idx_all],
+                    train.level_mask[idx_all], train.sentiment[idx_all])
+    we, ws = (torch.from_numpy(w) for w in row_weights(sub, args.class_balance))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": params, "lr": args.encoder_lr},
+                             {"params": heads.parameters(), "lr": args.lr * 0.1}])
+    bs = min(args.batch_size, 32)
+    n = len(sub.texts)
+    for epoch in range(args.encoder_epochs):
+        perm = rng.permutation(n)
+        for step, i in enumerate(range(0, n, bs)):
+            idx = perm[i:i + bs]
+            batch = encoder.tokenize([sub.texts[j] for j in idx])
+            emb = encoder.forward(batch)
+            le, ls = heads(emb)
+            mi = torch.from_numpy(sub.level_mask[idx])
+            si = torch.from_numpy(sub.sentiment[idx])
+            loss = torch.zeros(())
+            has = mi.any(1)
+            if has.any():
+                loss = loss + (partial_nll(le[has], mi[has]) * we[idx][has]).sum() / len(idx)
+            hs = si >= 0
+            if hs.any():
+                ce = torch.nn.functional.cross_entropy(ls[hs], si[hs], reduction="none")
+                loss = loss + args.sentiment_weight * (ce * ws[idx][hs]).sum() / len(idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if progress and step % 20 == 0:
+                progress(f"lora epoch {epoch + 1} step {step}/{math.ceil(n / bs)} loss {float(loss):.4f}")
+    model.eval()
+    heads.eval()
+    return model
+
+
+# --- driver --------------------------------------------------------------------------------
+
+def train(args: TrainArgs, progress: Callable[[str], None] | None = None) -> Path:
+    """Run one training config end to end and write the model folder; returns its path."""
+    from . import evaluate
+
+    args.validate()
+    set_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    say = progress or (lambda msg: log.info("%s", msg))
+    t0 = time.perf_counter()
+    train_split, dev_split, used = load_data(args)
+    say(f"data: {len(train_split.texts)} train / {len(dev_split.texts)} dev rows from {len(used)} sources")
+    encoder = Encoder(args.encoder, max_length=args.max_length, batch_size=args.embed_batch_size)
+    train_split.emb = embed_cached(encoder, args, train_split.texts, say)
+    dev_split.emb = embed_cached(encoder, args, dev_split.texts, say)
+    heads, fit_info = fit_heads(args, train_split, dev_split, say)
+    out = args.out_path
+    adapter = None
+    if args.mode in ("lora", "full"):
+        if args.mode == "full":
+            raise ConfigError("mode full is not implemented in this version", "use mode: lora")
+        peft_model = train_lora(args, encoder, heads, train_split, say)
+        out.mkdir(parents=True, exist_ok=True)
+        peft_model.save_pretrained(str(out / "adapter"))
+        encoder.model = peft_model.merge_and_unload()
+        encoder.model.eval()
+        adapter = "adapter"
+        with torch.inference_mode():
+            dev_split.emb = encoder.embed(dev_split.texts)
+    cfg = ModelConfig(encoder=args.encoder,
+                      adapter=adapter, max_length=args.max_length, hidden=args.hidden,
+                      dropout=args.dropout, dim=encoder.dim)
+    clf = Classifier(encoder, heads, cfg)
+    if args.calibrate:
+        le, ls = clf.logits(dev_split.emb)
+        smask = np.zeros((len(ls), len(SENTIMENTS)), dtype=bool)
+        hs = dev_split.sentiment >= 0
+        smask[np.flatnonzero(hs), dev_split.sentiment[hs]] = True
+        cfg.temperature_escalation = fit_temperature(le, dev_split.level_mask)
+        cfg.temperature_sentiment = fit_temperature(ls, smask)
+        say(f"temperatures: escalation {cfg.temperature_escalation:.3f}, sentiment {cfg.temperature_sentiment:.3f}")
+    targs = args.to_dict()
+    cfg.training = {"args": targs, "sources": used, "fit": {k: v for k, v in fit_info.items() if k != "history"},
+                    "seconds": round(time.perf_counter() - t0, 1)}
+    clf.save(out)
+    clf.path = out
+    metrics = evaluate.evaluate_split(clf, dev_split)
+    metrics["fit"] = fit_info
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (out / "MODEL_CARD.md").write_text(evaluate.model_card(clf, metrics, used, args), encoding="utf-8")
+    say(f"saved {out} in {time.perf_counter() - t0:.0f}s")
+    return out
+
+
+__all__ = ["TrainArgs", "DataSplit", "load_data", "make_split", "embed_cached", "fit_heads",
+           "fit_temperature", "partial_nll", "set_seed", "train", "train_lora"]

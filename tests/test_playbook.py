@@ -1,0 +1,162 @@
+"""Playbook: validation of the YAML, and prompts opened/closed for pushed frames."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from coach.errors import ConfigError
+from coach.events import LEVELS, Level, ScoredUtterance, Scores, Speaker, Utterance, Word
+from coach.pipeline import CoachCore, Scorer
+from coach.playbook import DEFAULT_PLAYBOOK, load_playbook, normalize_for_phrases, _phrase_pattern
+
+from fakes import KeywordClassifier
+
+
+def run(segments, min_word_conf=0.35):
+    """Push (speaker, start, end, text[, conf]) frames through scoring + coach core."""
+    cfg = load_playbook()
+    core = CoachCore(cfg)
+    scorer = Scorer(KeywordClassifier(), min_word_conf)
+    events = []
+    for seg in segments:
+        speaker, start, end, text = seg[:4]
+        conf = seg[4] if len(seg) > 4 else 1.0
+        words = tuple(Word(w, start, end, conf) for w in text.split()) if len(seg) > 4 else ()
+        u = Utterance(Speaker(speaker), start, end, text, words, conf)
+        for item, emb in scorer.score([u]):
+            events += core.process(item, emb)
+    events += core.finish()
+    opened = [e for e in events if getattr(e, "opened", None) is True]
+    closed = [e for e in events if getattr(e, "opened", None) is False]
+    return opened, closed
+
+
+def ids(prompts):
+    return [p.prompt for p in prompts]
+
+
+def test_shipped_playbook_is_valid_and_has_the_required_prompts():
+    cfg = load_playbook(DEFAULT_PLAYBOOK)
+    have = {r.id for r in cfg.rules}
+    for needed in ("slow_down", "apologize", "paraphrase", "call_security", "set_boundary", "avoid_policy",
+                   "avoid_you_have_to", "avoid_calm_down", "avoid_blame", "avoid_not_my_job", "avoid_are_you_sure"):
+        assert needed in have
+    # Critical prompts always carry a confidence gate.
+    for r in cfg.rules:
+        if r.severity.label == "critical":
+            assert any(c.name == "confident" for c in r.open_when)
+
+
+def test_apologize_opens_when_frustration_rises_and_closes_on_apology():
+    opened, closed = run([
+        ("agent", 0, 2, "thank you for calling"),
+        ("customer", 2.5, 8, "i was charged twice again and it is still not fixed"),
+        ("agent", 8.5, 10, "i am so sorry about that"),
+    ])
+    assert "apologize" in ids(opened)
+    close = next(c for c in closed if c.prompt == "apologize")
+    assert close.reason == "agent_says" and close.t == 10
+
+
+def test_no_apologize_prompt_if_agent_already_apologized():
+    opened, _ = run([
+        ("agent", 0, 2, "i'm sorry to hear that"),
+        ("customer", 2.5, 8, "i was charged twice again and it is still not fixed"),
+    ])
+    assert "apologize" not in ids(opened)
+
+
+def test_paraphrase_opens_after_venting_and_closes_on_real_restatement_only():
+    vent = [
+        ("customer", 0, 7, "i was charged twice for my order again and the refund still has not arrived"),
+        ("customer", 7.5, 14, "this is ridiculous and unacceptable i am furious about the double charge"),
+    ]
+    opened, closed = run(vent + [
+        ("agent", 15, 17, "okay let me check the weather forecast"),  # unrelated: no close
+        ("agent", 18, 22, "so you were charged twice for your order and the refund has not arrived"),
+    ])
+    assert "paraphrase" in ids(opened)
+    close = next(c for c in closed if c.prompt == "paraphrase")
+    assert close.reason == "agent_paraphrases" and close.t == 22
+
+
+def test_call_security_needs_confident_words():
+    threat = "i will come down there and hurt you"
+    opened, _ = run([("customer", 0, 3, threat, 0.95)])
+    assert "call_security" in ids(opened)
+    opened, _ = run([("customer", 0, 3, threat, 0.3)])  # misheard audio: words dropped, no alarm
+    assert "call_security" not in ids(opened)
+    opened, _ = run([("customer", 0, 3, threat, 0.5)])  # classified, but below the severe gate
+    assert "call_security" not in ids(opened)
+
+
+def test_set_boundary_then_end_or_escalate_when_abuse_continues():
+    opened, closed = run([
+        ("customer", 0, 3, "you are a stupid idiot"),
+        ("agent", 3.5, 6, "i want to help you but let's keep this respectful"),
+        ("customer", 6.5, 9, "you useless moron"),
+        ("customer", 9.5, 12, "stupid idiot"),
+    ])
+    assert ids(opened)[:1] == ["set_boundary"]
+    assert any(c.prompt == "set_boundary" and c.reason == "agent_says" for c in closed)
+    assert "end_or_escalate" in ids(opened)
+
+
+def test_phrase_coaching_and_no_spam():
+    opened, closed = run([
+        ("agent", 0, 2, "it's our policy"),
+        ("agent", 2.5, 4, "thank you for waiting"),
+        ("agent", 5, 6, "its our policy"),  # within the cooldown: not shown again
+        ("agent", 7, 8, "are you sure"),
+        ("agent", 8.5, 9.5, "calm down"),
+        ("agent", 10, 11, "that's not my job"),
+        ("agent", 12, 13, "you didn't read it correctly"),
+        ("agent", 14, 15, "you have to fill in the form"),
+    ])
+    got = ids(opened)
+    assert got.count("avoid_policy") == 1
+    for p in ("avoid_are_you_sure", "avoid_calm_down", "avoid_not_my_job", "avoid_blame", "avoid_you_have_to"):
+        assert p in got
+    assert any(c.prompt == "avoid_policy" and c.reason == "agent_says_not" and c.t == 4 for c in closed)
+
+
+def test_calm_call_opens_nothing_severe():
+    opened, _ = run([
+        ("agent", 0, 2, "thanks for calling how can i help"),
+        ("customer", 2.5, 6, "hi i would like to know when my order arrives"),
+        ("agent", 6.5, 9, "it will arrive on tuesday"),
+        ("customer", 9.5, 11, "great thank you very much"),
+    ])
+    assert not set(ids(opened)) & {"apologize", "set_boundary", "call_security", "paraphrase"}
+
+
+def test_phrase_matching_ignores_case_punctuation_and_apostrophes():
+    pat = _phrase_pattern("it's our policy")
+    assert pat.search(normalize_for_phrases("Well, ITS our policy."))
+    assert pat.search(normalize_for_phrases("it’s our policy"))
+    assert not pat.search(normalize_for_phrases("bits our policy"))
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("prompts: [\n  - id: x\n    text: [unclosed\n", "not valid YAML at line"),
+    ("prompts: []\n", "non-empty list"),
+    ("prompts:\n  - id: x\n    text: hi\n    open_when: {customer_state_at_least: furious}\n", "unknown escalation level 'furious'"),
+    ("prompts:\n  - id: x\n    text: hi\n    open_when: {customer_mood: angry}\n", "unknown condition 'customer_mood'"),
+    ("prompts:\n  - id: x\n    text: hi\n    open_when: {agent_says: nope}\n", "phrase set 'nope'"),
+    ("prompts:\n  - id: x\n    text: hi\n    severity: loud\n    open_when: {speaker: agent}\n", "severity must be"),
+    ("prompts:\n  - id: x\n    text: hi\n    open_when: {speaker: agent}\n    cooldwn_s: 3\n", "unknown key(s) cooldwn_s"),
+    ("prompts:\n  - id: x\n    text: hi\n    open_when: {agent_wpm_above: fast}\n", "expected a number"),
+])
+def test_broken_playbook_gives_one_line_error(tmp_path, body, needle):
+    p = tmp_path / "playbook.yaml"
+    p.write_text(body)
+    with pytest.raises(ConfigError) as e:
+        load_playbook(p)
+    msg = str(e.value)
+    assert needle in msg and str(p) in msg and "\n" not in msg
+
+
+def test_missing_playbook(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_playbook(tmp_path / "nope.yaml")
