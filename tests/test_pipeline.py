@@ -31,7 +31,10 @@ class ScriptedRecognizer:
         out = []
         while self.script and self.script[0][1] <= self.fed:
             start, end, text = self.script.pop(0)
-            out.append(Utterance(self.speaker, start, end, text, (Word(text.split()[0], start, end, 0.9),), 0.9))
+            ws = text.split()
+            step = (end - start) / len(ws)
+            words = tuple(Word(w, start + i * step, start + (i + 1) * step, 0.9) for i, w in enumerate(ws))
+            out.append(Utterance(self.speaker, start, end, text, words, 0.9))
         if out == [] and self.fed % 1.0 < 0.1:
             out.append(Partial(self.speaker, self.fed, "..."))
         return out
