@@ -142,6 +142,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         call = load_call(call_path, args.customer_file, agent_channel=args.agent_channel,
                          mono_speaker=args.mono_speaker, sample_rate=engine.sample_rate)
         err.write(f"coach: speech engine: {engine.description}\n")
+        for w in call.warnings:
+            err.write(f"coach: warning: {w}\n")
         err.write(f"coach: replaying {call_path}" + (f" + {args.customer_file}" if args.customer_file else "")
                   + f" ({call.duration:.1f} s, {call.source_rate} Hz)\n")
     clf = load_classifier(args.model)

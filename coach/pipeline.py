@@ -15,12 +15,10 @@ seen. The pure parts (:class:`CoachCore`, :class:`Scorer`) are usable on their o
 """
 from __future__ import annotations
 
-import dataclasses
 import enum
 import queue
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -138,27 +136,6 @@ class CallSummary:
     stopped: bool = False
 
 
-class _LoudnessMeter:
-    """Speech level of an utterance from the chunks that covered it (recognizer thread)."""
-
-    def __init__(self) -> None:
-        self.chunks: deque[tuple[float, float, float]] = deque(maxlen=1200)  # (start, end, mean power)
-
-    def add(self, chunk: AudioChunk) -> None:
-        x = chunk.samples.astype(np.float32) / 32768.0
-        power = float(np.mean(x * x)) if len(x) else 0.0
-        self.chunks.append((chunk.t, chunk.t + chunk.duration, power))
-
-    def level_db(self, start: float, end: float) -> float | None:
-        powers = [p for s, e, p in self.chunks if e > start and s < end and p > 1e-8]
-        if not powers:
-            return None
-        # Only the louder half: pauses inside the utterance should not dilute it.
-        powers.sort()
-        top = powers[len(powers) // 2:]
-        return 10.0 * float(np.log10(np.mean(top)))
-
-
 class Pipeline:
     """Runs one call through the coach and hands every event to ``sink`` in call order.
 
@@ -233,8 +210,7 @@ class Pipeline:
 
         def recognize(speaker: Speaker) -> Callable[[], None]:
             def run() -> None:
-                rec = self.engine.recognizer(speaker)
-                meter = _LoudnessMeter()
+                rec = self.engine.recognizer(speaker)  # it also measures each utterance's loudness
                 q = queues[speaker]
                 while not self._stop.is_set():
                     try:
@@ -243,14 +219,11 @@ class Pipeline:
                         continue
                     if isinstance(item, CallEnd):
                         for u in rec.finish():
-                            self._put(self._merge, dataclasses.replace(u, loudness_db=meter.level_db(u.start, u.end)))
+                            self._put(self._merge, u)
                         self._put(self._merge, _Done(speaker))
                         return
-                    meter.add(item)
                     for ev in rec.accept(item):
-                        if isinstance(ev, Utterance):
-                            ev = dataclasses.replace(ev, loudness_db=meter.level_db(ev.start, ev.end))
-                        elif not self.opt.partials:
+                        if isinstance(ev, Partial) and not self.opt.partials:
                             continue
                         self._put(self._merge, ev)
                     self._put(self._merge, _Watermark(speaker, item.t + item.duration))

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import wave
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from conftest import REPO
 

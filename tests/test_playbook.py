@@ -1,12 +1,11 @@
 """Playbook: validation of the YAML, and prompts opened/closed for pushed frames."""
 from __future__ import annotations
 
-import textwrap
 
 import pytest
 
 from coach.errors import ConfigError
-from coach.events import LEVELS, Level, ScoredUtterance, Scores, Speaker, Utterance, Word
+from coach.events import Speaker, Utterance, Word
 from coach.pipeline import CoachCore, Scorer
 from coach.playbook import DEFAULT_PLAYBOOK, load_playbook, normalize_for_phrases, _phrase_pattern
 

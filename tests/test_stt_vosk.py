@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from coach.errors import ModelError
-from coach.events import AudioChunk, Partial, Speaker, Utterance
+from coach.events import AudioChunk, Partial, Speaker
 from coach.stt import PocketSphinxEngine, SttOptions, VoskEngine, open_engine
 from coach.vosk_models import (KNOWN_MODELS, VoskModelInfo, check_vosk_model, download_model, find_vosk_model,
                                model_problems, model_sample_rate)
