@@ -67,9 +67,10 @@ def main() -> int:
     ap.add_argument("customer", nargs="?")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--engine", default="auto")
+    ap.add_argument("--partials", action="store_true", help="also compute partial results (as live mode does)")
     args = ap.parse_args()
 
-    engine = open_engine(SttOptions(engine=args.engine))
+    engine = open_engine(SttOptions(engine=args.engine, partials=args.partials))
     call = load_call(args.call, args.customer, sample_rate=engine.sample_rate)
     playbook = load_playbook()
     clf = load_classifier()

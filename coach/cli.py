@@ -6,6 +6,7 @@ printed as one line (``coach: error: <cause>. <fix>``) with exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -124,10 +125,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     err = sys.stderr
     playbook = load_playbook(args.playbook)
     call_path = Path(args.call)
-    options = args.speed
-    if args.no_partials:
-        import dataclasses
-        options = dataclasses.replace(options, partials=False)
+    # Partials only matter to a live screen or to --partials; replay skips them (half the CPU).
+    options = dataclasses.replace(args.speed, partials=args.partials)
     if looks_like_transcript(call_path):
         if args.customer_file:
             raise CoachError("a transcript already holds both speakers", "pass only the transcript JSON")
@@ -138,7 +137,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     else:
         from .audio import load_call
         from .stt import SttOptions, open_engine
-        engine = open_engine(SttOptions(engine=args.engine, vosk_model=args.vosk_model))
+        engine = open_engine(SttOptions(engine=args.engine, vosk_model=args.vosk_model, partials=args.partials))
         call = load_call(call_path, args.customer_file, agent_channel=args.agent_channel,
                          mono_speaker=args.mono_speaker, sample_rate=engine.sample_rate)
         err.write(f"coach: speech engine: {engine.description}\n")
@@ -221,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="who is speaking in a mono recording (default customer)")
     r.add_argument("--speed", type=_speed, default="fast", help="fast (default), realtime, or a rate such as 2x")
     r.add_argument("--events", metavar="OUT.jsonl", help="write every event as JSON lines")
-    r.add_argument("--partials", action="store_true", help="also write partial transcripts to --events")
-    r.add_argument("--no-partials", action="store_true", help="do not compute partials (slightly faster)")
+    r.add_argument("--partials", action="store_true",
+                   help="also compute partial transcripts and write them to --events (slower)")
     r.add_argument("--engine", default="auto", choices=["auto", "vosk", "pocketsphinx"])
     r.add_argument("--vosk-model", metavar="PATH", help="a Vosk model folder (else VOSK_MODEL or models/vosk-*)")
     r.add_argument("--model", metavar="PATH", help="classifier folder (default: models/escalation-minilm)")
@@ -236,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--events", metavar="OUT.jsonl")
     d.set_defaults(func=lambda a: cmd_replay(argparse.Namespace(
         call=str(DEMO_CALL), customer_file=None, agent_channel="left", mono_speaker="customer", speed=a.speed,
-        events=a.events, partials=False, no_partials=False, engine="auto", vosk_model=None, model=None,
+        events=a.events, partials=False, engine="auto", vosk_model=None, model=None,
         playbook=None, trajectory=False, quiet=False)))
 
     m = sub.add_parser("models", help="list or download speech models")

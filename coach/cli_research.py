@@ -65,16 +65,12 @@ def _eval_rows(data: str, max_per_source: int, seed: int) -> list:
 
     p = Path(data)
     if p.suffix in (".yaml", ".yml"):
+        from .train import load_data
+
         targs = TrainArgs.from_yaml(p)
         if max_per_source:
             targs.max_dev_per_source = max_per_source
-        rows = []
-        schema = ds.load_schema(targs.labels)
-        for k, raw in enumerate(list(targs.sources) + list(targs.eval_sources)):
-            spec = ds.SourceSpec.from_dict(raw)
-            dev = [r for r in ds.load_source(spec, targs.data_root, schema, p.resolve().parent) if r.split == "dev"]
-            rows += ds.balanced_subsample(dev, targs.max_dev_per_source, targs.seed + 1000 + k)
-        return rows
+        return load_data(targs)[1].rows   # exactly the dev rows training used
     if p.exists():
         fmt = p.suffix.lstrip(".").lower()
         spec = ds.SourceSpec(name=p.stem, kind="generic", path=str(p), format=fmt if fmt != "txt" else "tsv",
@@ -103,8 +99,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         rows = _eval_rows(args.data, args.max_per_source, args.seed)
         if not rows:
             raise DataError(f"{args.data} has no dev rows", "give data with a dev split or a labelled file")
+        embed = None
+        if not clf.config.adapter:  # frozen encoder: reuse the training embedding cache
+            from .train import TrainArgs, embed_cached
+
+            cache_args = TrainArgs(encoder=clf.config.encoder, max_length=clf.config.max_length)
+            embed = lambda texts: embed_cached(clf.encoder, cache_args, texts, _progress)  # noqa: E731
         report = evaluate_rows(clf, rows, out_dir=args.out, with_baselines=not args.no_baselines,
-                               raw=not args.no_raw, progress=_progress)
+                               raw=not args.no_raw, progress=_progress, embed=embed)
     except CoachError as err:
         return _fail(err)
     print(report["table"])

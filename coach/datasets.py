@@ -21,6 +21,7 @@ loader (:class:`SourceSpec` with ``kind: generic``); bad files raise
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -53,11 +54,17 @@ class Example:
     licence: str = ""
     commercial_ok: bool = True
     ref: str = ""  # file:line, for error messages and audits (never the text)
+    eval_level: str | None = None  # for partial labels: the level it counts as in dev metrics
 
     @property
     def level(self) -> str | None:
         """The exact level, or None for partial/missing labels."""
         return self.levels[0] if self.levels is not None and len(self.levels) == 1 else None
+
+    @property
+    def gold(self) -> str | None:
+        """The level used by per-level metrics: exact level, else ``eval_level``."""
+        return self.level or self.eval_level
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class Target:
 
     levels: tuple[str, ...] | None
     sentiment: str | None
+    eval_level: str | None = None
 
 
 @dataclass
@@ -100,6 +108,11 @@ def _levels(value: Any, where: str) -> tuple[str, ...] | None:
     return tuple(sorted(set(out), key=LEVELS.index))
 
 
+def _eval_level(value: Any, where: str) -> str | None:
+    lv = _levels(value, where)
+    return lv[0] if lv else None
+
+
 def _sentiment(value: Any, where: str) -> str | None:
     if value is None or (isinstance(value, str) and value.strip() == ""):
         return None
@@ -130,7 +143,8 @@ def load_schema(path: str | Path | None = None) -> LabelSchema:
         com[name] = bool(spec.get("commercial_ok", False))
         maps[name] = {
             str(k): Target(_levels((v or {}).get("level"), f"{where}.{k}"),
-                           _sentiment((v or {}).get("sentiment"), f"{where}.{k}"))
+                           _sentiment((v or {}).get("sentiment"), f"{where}.{k}"),
+                           _eval_level((v or {}).get("eval"), f"{where}.{k}"))
             for k, v in (spec.get("map") or {}).items()
         }
     return LabelSchema(maps, lic, com)
@@ -197,7 +211,7 @@ Loader = Callable[[Path, LabelSchema, float], Iterator[Example]]
 def _ex(schema: LabelSchema, source: str, raw: str, text: str, split: str, ref: str) -> Example:
     t = schema.target(source, raw, ref)
     return Example(text, t.levels, t.sentiment, source, split, schema.licences.get(source, ""),
-                   schema.commercial.get(source, False), ref)
+                   schema.commercial.get(source, False), ref, t.eval_level)
 
 
 def _goemotions(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example]:
@@ -211,13 +225,14 @@ def _goemotions(root: Path, schema: LabelSchema, frac: float) -> Iterator[Exampl
                 raise DataError(f"{p}:{i}: expected text<TAB>label ids", "restore the GoEmotions file")
             ref = f"{p}:{i}"
             targets = [schema.target("goemotions", names[int(k)], ref) for k in parts[1].split(",")]
-            # Most severe level wins; partial/None levels do not vote.
-            lv = [t.levels[0] for t in targets if t.levels and len(t.levels) == 1]
-            levels = (max(lv, key=LEVELS.index),) if lv else None
+            # The most severe label wins (severity of a level set = its mildest level).
+            voted = [t for t in targets if t.levels]
+            top = max(voted, key=lambda t: LEVELS.index(t.levels[0])) if voted else None
             sents = {t.sentiment for t in targets}
             sentiment = sents.pop() if len(sents) == 1 else None
-            yield Example(parts[0], levels, sentiment, "goemotions", split,
-                          schema.licences["goemotions"], schema.commercial["goemotions"], ref)
+            yield Example(parts[0], top.levels if top else None, sentiment, "goemotions", split,
+                          schema.licences["goemotions"], schema.commercial["goemotions"], ref,
+                          top.eval_level if top else None)
 
 
 def _tweeteval(task: str) -> Loader:
@@ -341,6 +356,7 @@ class SourceSpec:
     dev_fraction: float = 0.15
     licence: str = "unknown"
     commercial_ok: bool = False
+    max_train: int | None = None     # overrides the config's max_per_source for this source
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | str) -> "SourceSpec":
@@ -417,7 +433,7 @@ def load_source(spec: SourceSpec | str, data_root: str | Path | None = None,
     root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
     rows = list(BUILTIN[spec.kind](root, schema or load_schema(), spec.dev_fraction))
     if spec.name != spec.kind:
-        rows = [Example(r.text, r.levels, r.sentiment, spec.name, r.split, r.licence, r.commercial_ok, r.ref) for r in rows]
+        rows = [dataclasses.replace(r, source=spec.name) for r in rows]
     return rows
 
 

@@ -107,7 +107,7 @@ def binary(flag_pos: np.ndarray, flag_neg: np.ndarray) -> dict[str, float | None
 class Groups:
     """Index sets of the dev rows that the headline metrics use."""
 
-    exact: np.ndarray        # rows with one exact level
+    exact: np.ndarray        # rows with a gold level (exact, or a partial label's eval level)
     y_level: np.ndarray      # their level ids
     angry_pos: np.ndarray    # exact level >= angry
     calm: np.ndarray         # exact level calm
@@ -121,15 +121,19 @@ class Groups:
 
 def groups(rows: Sequence["Example"]) -> Groups:
     lv = [r.levels for r in rows]
-    exact = np.array([i for i, l in enumerate(lv) if l and len(l) == 1], dtype=int)
-    y = np.array([LEVELS.index(lv[i][0]) for i in exact], dtype=int)
+    gold = [getattr(r, "gold", r.level) for r in rows]
+    exact = np.array([i for i, g in enumerate(gold) if g], dtype=int)
+    y = np.array([LEVELS.index(gold[i]) for i in exact], dtype=int)
     sent = np.array([i for i, r in enumerate(rows) if r.sentiment], dtype=int)
     calm_dialogue = [i for i, r in enumerate(rows) if r.levels == ("calm",) and r.source in DIALOGUE_SOURCES]
     if not calm_dialogue:  # researcher data without the public dialogue sets
         calm_dialogue = [i for i, r in enumerate(rows) if r.levels == ("calm",)]
+    # 'angry or worse' includes partial labels that allow nothing milder than angry
+    # (GoEmotions anger = angry|abusive|threatening, OLID untargeted offence, ...).
+    angry_pos = np.array([i for i, l in enumerate(lv) if l and min(LEVELS.index(x) for x in l) >= ANGRY], dtype=int)
     return Groups(
         exact=exact, y_level=y,
-        angry_pos=exact[y >= ANGRY], calm=exact[y == 0],
+        angry_pos=angry_pos, calm=exact[y == 0],
         olid_tin=np.array([i for i, r in enumerate(rows) if r.source == "olid" and r.levels == ("abusive",)], dtype=int),
         olid_not=np.array([i for i, r in enumerate(rows) if r.source == "olid" and r.levels == NOT_ABUSIVE], dtype=int),
         threat=np.array([i for i, r in enumerate(rows) if r.levels == ("threatening",)], dtype=int),
@@ -188,10 +192,10 @@ def score_probs(rows: Sequence["Example"], esc: np.ndarray, sen: np.ndarray) -> 
     by_src: dict[str, Any] = {}
     for src in sorted({r.source for r in rows}):
         idx = np.array([i for i, r in enumerate(rows) if r.source == src], dtype=int)
-        ex = np.array([i for i in idx if rows[i].level], dtype=int)
+        ex = np.array([i for i in idx if rows[i].gold], dtype=int)
         item: dict[str, Any] = {"n": int(len(idx))}
         if len(ex):
-            y = np.array([LEVELS.index(rows[i].level) for i in ex])
+            y = np.array([LEVELS.index(rows[i].gold) for i in ex])
             item["level_macro_f1"] = per_class(y, pred[ex], LEVELS)["macro_f1"]
         part = np.array([i for i in idx if rows[i].levels and len(rows[i].levels) > 1], dtype=int)
         if len(part):  # partial labels: share of predictions inside the allowed set
@@ -316,11 +320,17 @@ def plot_reliability(tables: Mapping[str, Sequence[Mapping[str, float]]], path: 
 
 def evaluate_rows(clf: "Classifier", rows: Sequence["Example"], out_dir: str | Path | None = None,
                   with_baselines: bool = True, raw: bool = True,
-                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Model (normalised and raw text) and baselines on ``rows``; plots and JSON to ``out_dir``."""
+                  progress: Callable[[str], None] | None = None,
+                  embed: Callable[[Sequence[str]], np.ndarray] | None = None) -> dict[str, Any]:
+    """Model (normalised and raw text) and baselines on ``rows``; plots and JSON to ``out_dir``.
+
+    ``embed`` replaces ``clf.encoder.embed`` (the CLI passes the training embedding
+    cache, so evaluating on the dev sets a model was trained with is fast).
+    """
     from .text import normalize_speech
 
     say = progress or (lambda m: None)
+    embed = embed or clf.encoder.embed
     rows = [r for r in rows if r.text and r.text.strip()]
     norm = [normalize_speech(r.text) for r in rows]
     keep = [i for i, t in enumerate(norm) if t]
@@ -328,12 +338,12 @@ def evaluate_rows(clf: "Classifier", rows: Sequence["Example"], out_dir: str | P
     norm = [norm[i] for i in keep]
     raws = [r.text for r in rows]
     say(f"scoring {len(rows)} rows (normalised text)")
-    esc, sen = clf.predict_embeddings(clf.encoder.embed(norm))
+    esc, sen = clf.predict_embeddings(embed(norm))
     report: dict[str, Any] = {"model": str(clf.path) if clf.path else None, "n_rows": len(rows),
                               "normalised": score_probs(rows, esc, sen)}
     if raw:
         say("scoring raw (un-normalised) text")
-        esc_r, sen_r = clf.predict_embeddings(clf.encoder.embed(raws))
+        esc_r, sen_r = clf.predict_embeddings(embed(raws))
         report["raw"] = score_probs(rows, esc_r, sen_r)
     if with_baselines:
         say("scoring baselines")

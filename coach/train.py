@@ -76,6 +76,7 @@ class TrainArgs:
     weight_decay: float = 1e-4
     patience: int = 8
     class_balance: bool = True
+    balance_power: float = 1.0             # weight = frequency^-power (0.5: softer balancing)
     sentiment_weight: float = 1.0
     calibrate: bool = True
     # lora / full
@@ -185,7 +186,7 @@ def load_data(args: TrainArgs) -> tuple[DataSplit, DataSplit, dict[str, Any]]:
             continue
         tr = [r for r in rows if r.split == "train"] if for_train else []
         dv = [r for r in rows if r.split == "dev"]
-        tr = ds.balanced_subsample(tr, args.max_per_source, args.seed + k)
+        tr = ds.balanced_subsample(tr, spec.max_train or args.max_per_source, args.seed + k)
         dv = ds.balanced_subsample(dv, args.max_dev_per_source, args.seed + 1000 + k)
         train += tr
         dev += dv
@@ -263,7 +264,7 @@ def partial_nll(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits, dim=1) - torch.logsumexp(allowed, dim=1)
 
 
-def row_weights(split: DataSplit, balance: bool) -> tuple[np.ndarray, np.ndarray]:
+def row_weights(split: DataSplit, balance: bool, power: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Per-row weights: inverse frequency of each escalation target set / sentiment class."""
     n = len(split.texts)
     we = np.zeros(n, dtype=np.float32)
@@ -275,7 +276,7 @@ def row_weights(split: DataSplit, balance: bool) -> tuple[np.ndarray, np.ndarray
             from collections import Counter
             cnt = Counter(k for k, h in zip(keys, has_e) if h)
             for i in np.flatnonzero(has_e):
-                we[i] = 1.0 / cnt[keys[i]]
+                we[i] = cnt[keys[i]] ** -power
             we *= has_e.sum() / we.sum()
         else:
             we[has_e] = 1.0
@@ -283,7 +284,7 @@ def row_weights(split: DataSplit, balance: bool) -> tuple[np.ndarray, np.ndarray
     if has_s.any():
         if balance:
             cnt = np.bincount(split.sentiment[has_s], minlength=len(SENTIMENTS)).astype(np.float32)
-            ws[has_s] = 1.0 / cnt[split.sentiment[has_s]]
+            ws[has_s] = cnt[split.sentiment[has_s]] ** -power
             ws *= has_s.sum() / ws.sum()
         else:
             ws[has_s] = 1.0
@@ -325,7 +326,7 @@ def fit_heads(args: TrainArgs, train: DataSplit, dev: DataSplit,
     x = torch.from_numpy(train.emb)
     m = torch.from_numpy(train.level_mask)
     s = torch.from_numpy(train.sentiment)
-    we, ws = (torch.from_numpy(w) for w in row_weights(train, args.class_balance))
+    we, ws = (torch.from_numpy(w) for w in row_weights(train, args.class_balance, args.balance_power))
     g = torch.Generator().manual_seed(args.seed)
     best, best_state, best_epoch, bad = -1.0, None, 0, 0
     history = []
@@ -405,7 +406,7 @@ def train_lora(args: TrainArgs, encoder: Encoder, heads: Heads, train: DataSplit
         idx_all = rng.choice(idx_all, args.lora_max_train, replace=False)
     sub = DataSplit([train.rows[i] for i in idx_all], [train.texts[i] for i in idx_all],
                     train.level_mask[idx_all], train.sentiment[idx_all])
-    we, ws = (torch.from_numpy(w) for w in row_weights(sub, args.class_balance))
+    we, ws = (torch.from_numpy(w) for w in row_weights(sub, args.class_balance, args.balance_power))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": params, "lr": args.encoder_lr},
                              {"params": heads.parameters(), "lr": args.lr * 0.1}])
@@ -432,7 +433,7 @@ def train_lora(args: TrainArgs, encoder: Encoder, heads: Heads, train: DataSplit
             loss.backward()
             opt.step()
             if progress and step % 20 == 0:
-                progress(f"lora epoch {epoch + 1} step {step}/{math.ceil(n / bs)} loss {float(loss):.4f}")
+                progress(f"lora epoch {epoch + 1} step {step}/{math.ceil(n / bs)} loss {float(loss.detach()):.4f}")
     model.eval()
     heads.eval()
     return model

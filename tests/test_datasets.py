@@ -32,8 +32,9 @@ def test_schema_covers_every_builtin(schema: ds.LabelSchema) -> None:
 def test_goemotions(schema: ds.LabelSchema) -> None:
     rows = ds.load_source("goemotions", TEXT, schema)
     assert {r.split for r in rows} == {"train", "dev"}
-    r = _by_ref(rows, "goemotions/train.tsv:3")        # label 2 = anger
-    assert r.levels == ("angry",) and r.sentiment == "negative"
+    r = _by_ref(rows, "goemotions/train.tsv:3")        # label 2 = anger: angry, or abuse/threat
+    assert r.levels == ("angry", "abusive", "threatening") and r.sentiment == "negative"
+    assert r.gold == "angry"
     r = _by_ref(rows, "goemotions/train.tsv:1")        # 27 = neutral
     assert r.levels == ("calm",) and r.sentiment == "neutral"
     r = _by_ref(rows, "goemotions/dev.tsv:2")          # 4,27 approval+neutral: calm, mixed sentiment
@@ -45,7 +46,7 @@ def test_goemotions(schema: ds.LabelSchema) -> None:
 def test_tweeteval_emotion_and_sentiment(schema: ds.LabelSchema) -> None:
     rows = ds.load_source("tweeteval_emotion", TEXT, schema)
     labels = (TEXT / "tweeteval/emotion/train_labels.txt").read_text().split()
-    want = {"0": ("angry",), "1": ("calm",), "2": ("calm",), "3": None}
+    want = {"0": ("angry", "abusive", "threatening"), "1": ("calm",), "2": ("calm",), "3": None}
     train = [r for r in rows if r.split == "train"]
     for r, lab in zip(train[:20], labels[:20]):
         assert r.levels == want[lab]
