@@ -110,6 +110,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except CoachError as err:
         return _fail(err)
     print(report["table"])
+    if args.card:
+        if clf.path is None:
+            return _fail(DataError("the model has no folder to hold a card", "pass --model DIR"))
+        from .evaluate import update_card
+
+        print(f"updated {update_card(Path(clf.path) / 'MODEL_CARD.md', report, args.data)}", file=sys.stderr)
     if args.out:
         print(f"\nwrote {args.out}/metrics.json, summary.md and plots", file=sys.stderr)
     return 0
@@ -224,6 +230,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--no-raw", action="store_true", help="skip scoring un-normalised text")
+    p.add_argument("--card", action="store_true", help="write the comparison table into the model's MODEL_CARD.md")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("classify", help="score text lines or JSON lines, one JSON line out per line in",

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import yaml
 
 from .errors import ConfigError, DataError
-from .events import LEVELS, SENTIMENTS
+from .events import LEVELS, SENTIMENTS  # noqa: F401  (re-exported for tests)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LABELS_YAML = REPO_ROOT / "configs" / "labels.yaml"
@@ -203,6 +203,23 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield i, obj
 
 
+def _yaml_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """A YAML list of mappings (small hand-written sets); 'line' is the item number."""
+    text = _read_text(path)
+    try:
+        items = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else "?"
+        raise DataError(f"{path}:{line}: invalid YAML", "write a list of mappings") from None
+    if not isinstance(items, list):
+        raise DataError(f"{path} is not a YAML list of rows", "write one '- {text: ..., level: ...}' per row")
+    for i, obj in enumerate(items, 1):
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: item {i} is not a mapping", "write one '- {text: ..., level: ...}' per row")
+        yield i, obj
+
+
 # --- built-in sources -----------------------------------------------------------------
 
 Loader = Callable[[Path, LabelSchema, float], Iterator[Example]]
@@ -357,6 +374,8 @@ class SourceSpec:
     licence: str = "unknown"
     commercial_ok: bool = False
     max_train: int | None = None     # overrides the config's max_per_source for this source
+    weight: float = 1.0              # multiplies this source's loss weight (small in-domain sets)
+    train_only: bool = False         # keep every row for training (no dev hold-out)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | str) -> "SourceSpec":
@@ -382,12 +401,19 @@ def _generic(spec: SourceSpec, base: Path) -> Iterator[Example]:
     fmt = (spec.format or p.suffix.lstrip(".")).lower()
     if fmt == "json":
         fmt = "jsonl"
-    if fmt not in ("csv", "tsv", "jsonl"):
-        raise ConfigError(f"data source {spec.name!r}: unknown format {fmt!r}", "use format: csv, tsv or jsonl")
+    if fmt == "yml":
+        fmt = "yaml"
+    if fmt not in ("csv", "tsv", "jsonl", "yaml"):
+        raise ConfigError(f"data source {spec.name!r}: unknown format {fmt!r}", "use format: csv, tsv, jsonl or yaml")
     if not spec.level_column and not spec.sentiment_column:
         raise ConfigError(f"data source {spec.name!r} has neither level_column nor sentiment_column",
                           "name at least one label column")
-    rows = _jsonl_rows(p) if fmt == "jsonl" else _csv_rows(p, "," if fmt == "csv" else "\t")
+    if fmt == "jsonl":
+        rows = _jsonl_rows(p)
+    elif fmt == "yaml":
+        rows = _yaml_rows(p)
+    else:
+        rows = _csv_rows(p, "," if fmt == "csv" else "\t")
     lmap = {str(k): v for k, v in (spec.label_map.get("level") or {}).items()}
     smap = {str(k): v for k, v in (spec.label_map.get("sentiment") or {}).items()}
     needed = [c for c in (spec.text_column, spec.level_column, spec.sentiment_column, spec.split_column) if c]
@@ -413,6 +439,8 @@ def _generic(spec: SourceSpec, base: Path) -> Iterator[Example]:
             split = {"train": "train", "dev": "dev", "validation": "dev", "val": "dev"}.get(str(row[spec.split_column]).strip().lower())
             if split is None:
                 continue  # test or unknown splits are never used
+        elif spec.train_only:
+            split = "train"
         else:
             split = "dev" if dev_holdout(text, spec.dev_fraction) else "train"
         n += 1

@@ -18,7 +18,6 @@ score, flagged at >= 0.5). Neither can tell a threat from an insult, which is th
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -433,11 +432,31 @@ def model_card(clf: "Classifier", metrics: Mapping[str, Any], used: Mapping[str,
               "  the label mapping to escalation levels is a modelling decision (configs/labels.yaml).",
               "- Abuse and threat data are political/extremist social media: customer-service abuse and",
               "  threats ('I'll sue', 'I'll find you') differ; check on your own labelled calls.",
-              "- 'frustrated' has only one source (GoEmotions annoyance/disappointment/disapproval).",
+              "- 'frustrated' is learnt from GoEmotions (disappointment; annoyance/disapproval as partial",
+              "  labels) and the small hand-written seed set; it is the weakest class, with 'angry'.",
               "- English only; sarcasm and misrecognised words are not handled.",
               "- Scores single utterances; the coach's trajectory smooths them over the call.", ""]
     return "\n".join(lines)
 
 
+CARD_SECTION = "## Dev comparison with baselines"
+
+
+def update_card(card: str | Path, report: Mapping[str, Any], data: str) -> Path:
+    """Put (or replace) the model-vs-baselines table in a MODEL_CARD.md."""
+    card = Path(card)
+    text = card.read_text(encoding="utf-8") if card.exists() else ""
+    if CARD_SECTION in text:
+        head, _, rest = text.partition(CARD_SECTION)
+        nxt = rest.find("\n## ")
+        text = head + (rest[nxt + 1:] if nxt >= 0 else "")
+    section = (f"{CARD_SECTION}\n\n`coach eval {data}` ({report['n_rows']} dev rows). Baselines flag at "
+               "VADER compound <= -0.5 and profanity-check probability >= 0.5; 'raw' is un-normalised text.\n\n"
+               + report["table"] + "\n")
+    text = text.rstrip("\n") + "\n\n" + section
+    card.write_text(text, encoding="utf-8")
+    return card
+
+
 __all__ = ["auc", "baselines", "comparison_table", "ece", "evaluate_rows", "evaluate_split",
-           "headline", "model_card", "per_class", "score_probs"]
+           "headline", "model_card", "per_class", "score_probs", "update_card"]

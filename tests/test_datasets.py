@@ -174,3 +174,19 @@ def test_generic_empty_and_non_utf8(tmp_path: Path) -> None:
 def test_source_spec_rejects_unknown_keys() -> None:
     with pytest.raises(ConfigError, match="valid keys"):
         ds.SourceSpec.from_dict({"name": "x", "txt_column": "t"})
+
+
+def test_generic_yaml_train_only(tmp_path: Path) -> None:
+    f = tmp_path / "seed.yaml"
+    f.write_text("- {text: hi there, level: calm, sentiment: positive}\n"
+                 "- {text: you clown, level: abusive, sentiment: negative}\n", encoding="utf-8")
+    rows = ds.load_source(ds.SourceSpec(name="seed", path=str(f), format="yaml", level_column="level",
+                                        sentiment_column="sentiment", train_only=True))
+    assert [(r.levels, r.split) for r in rows] == [(("calm",), "train"), (("abusive",), "train")]
+
+
+def test_shipped_seed_file_loads() -> None:
+    seed = Path(__file__).resolve().parents[1] / "configs" / "train" / "service_seed.yaml"
+    rows = ds.load_source(ds.SourceSpec(name="service_seed", path=str(seed), format="yaml", level_column="level",
+                                        sentiment_column="sentiment", train_only=True))
+    assert {r.level for r in rows} == set(ds.LEVELS)
