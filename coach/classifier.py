@@ -325,7 +325,17 @@ class Classifier:
         """One :class:`Scores` per text, in order."""
         if isinstance(texts, str):
             texts = [texts]
-        esc, sen = self.predict_proba(texts, batch_size=batch_size)
+        return self._scores(*self.predict_proba(texts, batch_size=batch_size))
+
+    def classify_embeddings(self, emb: np.ndarray) -> list[Scores]:
+        """Scores for texts already embedded with :meth:`embed`: the coach embeds every
+        utterance once (for paraphrase similarity) and reuses it here."""
+        if len(emb) == 0:
+            return []
+        return self._scores(*self.predict_embeddings(emb))
+
+    @staticmethod
+    def _scores(esc: np.ndarray, sen: np.ndarray) -> list[Scores]:
         return [
             Scores(
                 escalation={lv: float(p) for lv, p in zip(LEVELS, e)},

@@ -51,8 +51,8 @@ class ReplayOptions:
 
 
 class TextClassifier(Protocol):
-    def classify(self, texts: Sequence[str]) -> list[Scores]: ...
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+    def classify_embeddings(self, emb: np.ndarray) -> list[Scores]: ...
 
 
 # ---------------------------------------------------------------- pure stages
@@ -82,8 +82,8 @@ class Scorer:
             vecs = self.clf.embed([texts[i] for i in keep])
             emb = {i: vecs[k] for k, i in enumerate(keep)}
             cust = [i for i in keep if utts[i].speaker is Speaker.CUSTOMER]
-            if cust:
-                scores = dict(zip(cust, self.clf.classify([texts[i] for i in cust])))
+            if cust:  # one encoder pass per utterance: the embedding serves both jobs
+                scores = dict(zip(cust, self.clf.classify_embeddings(np.stack([emb[i] for i in cust]))))
         return [(ScoredUtterance(u, scores.get(i)), emb.get(i)) for i, u in enumerate(utts)]
 
 

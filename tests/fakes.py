@@ -25,6 +25,9 @@ class KeywordClassifier:
 
     dim = 64
 
+    def __init__(self) -> None:
+        self._texts: dict[bytes, str] = {}
+
     def classify(self, texts: Sequence[str]) -> list[Scores]:
         out = []
         for t in texts:
@@ -36,6 +39,10 @@ class KeywordClassifier:
             out.append(Scores(esc, sent))
         return out
 
+    def classify_embeddings(self, emb: np.ndarray) -> list[Scores]:
+        """Inverts embed(): recovers the words' keywords from the text this double remembers."""
+        return self.classify([self._texts[v.tobytes()] for v in np.asarray(emb, dtype=np.float32)])
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, t in enumerate(texts):
@@ -45,4 +52,6 @@ class KeywordClassifier:
             n = np.linalg.norm(out[i])
             if n > 0:
                 out[i] /= n
+            out[i, -1] = len(self._texts) * 1e-6  # a tag (too small to matter for similarity)
+            self._texts[out[i].tobytes()] = t
         return out
