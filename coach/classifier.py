@@ -206,6 +206,48 @@ class Heads(nn.Module):
         return self.escalation(emb), self.sentiment(emb)
 
 
+def decide_levels(esc: np.ndarray, thresholds: Mapping[str, float] | None = None) -> np.ndarray:
+    """Level ids (0..4) from ``(n, 5)`` escalation probabilities by the model's decision rule.
+
+    Without thresholds this is the argmax. With ``{"threatening": t_th, "abusive": t_ab}``
+    (tuned on a split carved from the training data, stored in ``config.json``):
+    threatening if P(threatening) >= t_th; else abusive if P(abusive or worse) >= t_ab;
+    else the most likely of calm/frustrated/angry. ``Scores.at_least(level) >= t`` is the
+    same test, so a playbook rule ``utterance_at_least: {level: abusive, p: t_ab}`` fires
+    exactly when this rule says abusive or worse.
+    """
+    esc = np.asarray(esc, dtype=np.float64)
+    if esc.ndim != 2 or esc.shape[1] != len(LEVELS):
+        raise ValueError(f"expected (n, {len(LEVELS)}) escalation probabilities, got {esc.shape}")
+    if not thresholds:
+        return esc.argmax(1)
+    ab, th = LEVELS.index("abusive"), LEVELS.index("threatening")
+    out = esc[:, :ab].argmax(1)
+    t_ab = thresholds.get("abusive")
+    t_th = thresholds.get("threatening")
+    if t_ab is None:  # only a threat threshold: argmax decides the rest
+        out = np.where(esc[:, :th].argmax(1) == ab, ab, out)
+    else:
+        out = np.where(esc[:, ab:].sum(1) >= float(t_ab), ab, out)
+    if t_th is None:
+        out = np.where(esc.argmax(1) == th, th, out)
+    else:
+        out = np.where(esc[:, th] >= float(t_th), th, out)
+    return out
+
+
+class EnsembleHeads(nn.Module):
+    """Several :class:`Heads` of the same shape; their logits are averaged."""
+
+    def __init__(self, members: Sequence[Heads]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outs = [m(emb) for m in self.members]
+        return (torch.stack([o[0] for o in outs]).mean(0), torch.stack([o[1] for o in outs]).mean(0))
+
+
 def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
     z = logits / max(float(temperature), 1e-3)
     z = z - z.max(axis=1, keepdims=True)
@@ -228,6 +270,8 @@ class ModelConfig:
     normalization: str = NORMALIZATION
     temperature_escalation: float = 1.0
     temperature_sentiment: float = 1.0
+    thresholds: dict[str, float] | None = None   # decision rule, see decide_levels
+    ensemble: int = 1                            # number of averaged head sets
     training: dict[str, Any] | None = None
     format: str = MODEL_FORMAT
 
@@ -238,9 +282,10 @@ class ModelConfig:
             "adapter": self.adapter,
             "max_length": self.max_length,
             "normalization": self.normalization,
-            "heads": {"dim": self.dim, "hidden": self.hidden, "dropout": self.dropout},
+            "heads": {"dim": self.dim, "hidden": self.hidden, "dropout": self.dropout, "ensemble": self.ensemble},
             "labels": {"escalation": list(self.levels), "sentiment": list(self.sentiments)},
             "temperature": {"escalation": self.temperature_escalation, "sentiment": self.temperature_sentiment},
+            "thresholds": dict(self.thresholds) if self.thresholds else None,
             "training": self.training or {},
         }
 
@@ -262,11 +307,18 @@ class ModelConfig:
                 normalization=d.get("normalization", NORMALIZATION),
                 temperature_escalation=float(temp.get("escalation", 1.0)),
                 temperature_sentiment=float(temp.get("sentiment", 1.0)),
+                thresholds=({str(k): float(v) for k, v in d["thresholds"].items() if v is not None}
+                            if d.get("thresholds") else None),
+                ensemble=int(heads.get("ensemble", 1)),
                 training=d.get("training"),
                 format=d.get("format", MODEL_FORMAT),
             )
         except (AttributeError, TypeError, ValueError) as exc:
             raise ModelError(f"{where} is malformed ({exc})", TRAIN_FIX) from exc
+        bad = [k for k in (cfg.thresholds or {}) if k not in ("abusive", "threatening")
+               or not 0.0 < cfg.thresholds[k] <= 1.0]
+        if bad:
+            raise ModelError(f"{where}: thresholds {bad} must be abusive/threatening in (0, 1]", TRAIN_FIX)
         if cfg.levels != LEVELS or cfg.sentiments != SENTIMENTS:
             raise ModelError(
                 f"{where} has labels {list(cfg.levels)}/{list(cfg.sentiments)}, the coach expects "
@@ -279,7 +331,7 @@ class ModelConfig:
 class Classifier:
     """Encoder + calibrated heads. ``classify`` normalises text itself."""
 
-    def __init__(self, encoder: Encoder, heads: Heads, config: ModelConfig, path: Path | None = None) -> None:
+    def __init__(self, encoder: Encoder, heads: nn.Module, config: ModelConfig, path: Path | None = None) -> None:
         self.encoder = encoder
         self.heads = heads.eval()
         self.config = config
@@ -344,6 +396,24 @@ class Classifier:
             for e, q in zip(esc, sen)
         ]
 
+    def decide(self, scores: Scores | Sequence[Scores] | np.ndarray) -> Any:
+        """The model's level decision (tuned thresholds, see :func:`decide_levels`).
+
+        ``Scores.level`` is the plain argmax; the coach should use this (or
+        ``Scores.at_least(level) >= config.thresholds[level]``) to flag abuse and threats.
+        Takes one :class:`Scores` (returns a :class:`Level`), a list of them (a list of
+        levels) or an ``(n, 5)`` probability array (level ids).
+        """
+        from .events import Level
+
+        if isinstance(scores, np.ndarray):
+            return decide_levels(scores, self.config.thresholds)
+        single = isinstance(scores, Scores)
+        items = [scores] if single else list(scores)
+        esc = np.array([[s.escalation[lv] for lv in LEVELS] for s in items], dtype=np.float64).reshape(-1, len(LEVELS))
+        out = [Level.parse(LEVELS[i]) for i in decide_levels(esc, self.config.thresholds)]
+        return out[0] if single else out
+
     def classify_one(self, text: str) -> Scores:
         return self.classify([text])[0]
 
@@ -360,8 +430,11 @@ class Classifier:
         return path
 
 
-def _read_heads(path: Path, cfg: ModelConfig) -> Heads:
-    heads = Heads(dim=cfg.dim, hidden=cfg.hidden, dropout=cfg.dropout)
+def _read_heads(path: Path, cfg: ModelConfig) -> nn.Module:
+    heads: nn.Module = Heads(dim=cfg.dim, hidden=cfg.hidden, dropout=cfg.dropout)
+    if cfg.ensemble > 1:
+        heads = EnsembleHeads([Heads(dim=cfg.dim, hidden=cfg.hidden, dropout=cfg.dropout)
+                               for _ in range(cfg.ensemble)])
     st, pt = path / "heads.safetensors", path / "heads.pt"
     try:
         if st.exists():
@@ -426,6 +499,6 @@ def load_classifier(name_or_path: str | None = None) -> Classifier:
 
 __all__ = [
     "Classifier", "DEFAULT_ENCODER", "DEFAULT_MODEL_DIR", "EMPTY_ESCALATION", "EMPTY_SENTIMENT",
-    "Encoder", "Heads", "ModelConfig", "PACKAGED_ENCODER", "load_classifier", "open_model",
+    "Encoder", "EnsembleHeads", "Heads", "ModelConfig", "decide_levels", "PACKAGED_ENCODER", "load_classifier", "open_model",
     "resolve_encoder", "encoder_id", "mean_pool",
 ]

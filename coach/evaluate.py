@@ -163,10 +163,17 @@ def headline(g: Groups, angry_score: np.ndarray, abusive_score: np.ndarray, abus
     return out
 
 
-def score_probs(rows: Sequence["Example"], esc: np.ndarray, sen: np.ndarray) -> dict[str, Any]:
-    """All metrics of the classifier given its probabilities on ``rows``."""
+def score_probs(rows: Sequence["Example"], esc: np.ndarray, sen: np.ndarray,
+                thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """All metrics of the classifier given its probabilities on ``rows``.
+
+    Levels are decided by the model's rule (``thresholds``, see
+    :func:`coach.classifier.decide_levels`; argmax without them).
+    """
+    from .classifier import decide_levels
+
     g = groups(rows)
-    pred = esc.argmax(1)
+    pred = decide_levels(esc, thresholds)
     out: dict[str, Any] = {}
     if len(g.exact):
         out["levels"] = per_class(g.y_level, pred[g.exact], LEVELS)
@@ -187,6 +194,7 @@ def score_probs(rows: Sequence["Example"], esc: np.ndarray, sen: np.ndarray) -> 
     out["headline"]["level_macro_f1"] = out.get("levels", {}).get("macro_f1")
     out["headline"]["sentiment_macro_f1"] = out.get("sentiment", {}).get("macro_f1")
     out["headline"]["level_ece"] = out.get("levels", {}).get("ece")
+    out["headline"]["thresholds"] = dict(thresholds) if thresholds else None
     # per source, so a researcher sees where the model is weak
     by_src: dict[str, Any] = {}
     for src in sorted({r.source for r in rows}):
@@ -213,7 +221,7 @@ def evaluate_split(clf: "Classifier", split: "DataSplit") -> dict[str, Any]:
     """Metrics of ``clf`` on a prepared split (normalised texts, cached embeddings)."""
     emb = split.emb if split.emb is not None else clf.encoder.embed(split.texts)
     esc, sen = clf.predict_embeddings(emb)
-    return score_probs(split.rows, esc, sen)
+    return score_probs(split.rows, esc, sen, clf.config.thresholds)
 
 
 # --- baselines ------------------------------------------------------------------------------
@@ -339,11 +347,11 @@ def evaluate_rows(clf: "Classifier", rows: Sequence["Example"], out_dir: str | P
     say(f"scoring {len(rows)} rows (normalised text)")
     esc, sen = clf.predict_embeddings(embed(norm))
     report: dict[str, Any] = {"model": str(clf.path) if clf.path else None, "n_rows": len(rows),
-                              "normalised": score_probs(rows, esc, sen)}
+                              "normalised": score_probs(rows, esc, sen, clf.config.thresholds)}
     if raw:
         say("scoring raw (un-normalised) text")
         esc_r, sen_r = clf.predict_embeddings(embed(raws))
-        report["raw"] = score_probs(rows, esc_r, sen_r)
+        report["raw"] = score_probs(rows, esc_r, sen_r, clf.config.thresholds)
     if with_baselines:
         say("scoring baselines")
         report["baselines"] = {"normalised": baselines(rows, norm), "raw": baselines(rows, raws)}

@@ -69,7 +69,7 @@ def confident_text(u: Utterance, min_word_conf: float) -> str:
 class Scorer:
     """Classifies customer utterances and embeds both sides, a batch at a time."""
 
-    def __init__(self, classifier: TextClassifier, min_word_conf: float = 0.35) -> None:
+    def __init__(self, classifier: TextClassifier, min_word_conf: float = 0.3) -> None:
         self.clf = classifier
         self.min_word_conf = min_word_conf
 

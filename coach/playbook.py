@@ -222,7 +222,7 @@ class PlaybookConfig:
     phrases: Mapping[str, tuple[re.Pattern[str], ...]]
     trajectory: TrajectoryOptions = TrajectoryOptions()
     max_open: int = 2  # non-critical prompts shown at once
-    min_word_conf: float = 0.35  # words below this are dropped before classification
+    min_word_conf: float = 0.3  # words below this are dropped before classification
     vent_levels: Level = Level.FRUSTRATED  # customer utterances at least this upset count as venting
     source: str = ""
 
@@ -283,7 +283,7 @@ def _parse(raw: Any, source: str) -> PlaybookConfig:
     _unknown(set(traj_raw), set(TrajectoryOptions.__dataclass_fields__), "trajectory")
     trajectory = TrajectoryOptions(**{k: _float(v) if k != "wpm_min_words" else int(v) for k, v in traj_raw.items()})
 
-    severe_conf = _float(defaults.get("severe_min_confidence", 0.6))
+    severe_conf = _float(defaults.get("severe_min_confidence", 0.3))
     prompts = raw.get("prompts")
     if not isinstance(prompts, list) or not prompts:
         raise ValueError("'prompts' must be a non-empty list of prompt rules")
@@ -330,7 +330,7 @@ def _parse(raw: Any, source: str) -> PlaybookConfig:
         phrases=phrases,
         trajectory=trajectory,
         max_open=int(_float(defaults.get("max_open", 2))),
-        min_word_conf=_float(defaults.get("min_word_conf", 0.35)),
+        min_word_conf=_float(defaults.get("min_word_conf", 0.3)),
         vent_levels=_level(defaults.get("vent_level", "frustrated")),
         source=source,
     )

@@ -35,7 +35,7 @@ import torch
 import yaml
 
 from . import datasets as ds
-from .classifier import PACKAGED_ENCODER, Classifier, Encoder, Heads, ModelConfig, encoder_id
+from .classifier import PACKAGED_ENCODER, Classifier, EnsembleHeads, Encoder, Heads, ModelConfig, encoder_id
 from .errors import ConfigError
 from .events import LEVELS, SENTIMENTS
 from .text import normalize_speech
@@ -79,6 +79,13 @@ class TrainArgs:
     balance_power: float = 1.0             # weight = frequency^-power (0.5: softer balancing)
     sentiment_weight: float = 1.0
     calibrate: bool = True
+    # tuning split: a hash-seeded share of the TRAINING rows (never dev) held out of head
+    # fitting; early stopping, temperatures and decision thresholds are chosen on it, so
+    # dev figures stay an honest estimate. 0 = old behaviour (stop/calibrate on dev, argmax).
+    tune_fraction: float = 0.0
+    thresholds: bool = False               # tune the abusive/threatening decision thresholds
+    threat_fpr_budget: float = 0.02        # max share of calm dialogue (tuning split) flagged threatening
+    ensemble: int = 1                      # head sets fitted with seeds seed..seed+n-1, logits averaged
     # lora / full
     lora_r: int = 8
     lora_alpha: int = 16
@@ -126,6 +133,13 @@ class TrainArgs:
                 raise ConfigError(f"{where}: {k} must be positive", f"set {k} to a positive number")
         if not self.sources:
             raise ConfigError(f"{where}: no data sources", "list at least one source under sources:")
+        if not 0.0 <= float(self.tune_fraction) < 0.5:
+            raise ConfigError(f"{where}: tune_fraction must be in [0, 0.5)", "set e.g. tune_fraction: 0.1")
+        if self.thresholds and not self.tune_fraction:
+            raise ConfigError(f"{where}: thresholds are tuned on the tuning split",
+                              "set tune_fraction (e.g. 0.1) or thresholds: false")
+        if int(self.ensemble) < 1:
+            raise ConfigError(f"{where}: ensemble must be >= 1", "set ensemble: 1")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -204,6 +218,75 @@ def load_data(args: TrainArgs) -> tuple[DataSplit, DataSplit, dict[str, Any]]:
     if not train:
         raise ConfigError("no training rows left", "add sources or set exclude_noncommercial: false")
     return make_split(train, weights), make_split(dev), used
+
+
+TUNE_SALT = "coach-tune-v1"
+
+
+def subset(split: DataSplit, idx: Sequence[int] | np.ndarray) -> DataSplit:
+    idx = np.asarray(idx, dtype=int)
+    return DataSplit([split.rows[i] for i in idx], [split.texts[i] for i in idx], split.level_mask[idx],
+                     split.sentiment[idx], emb=None if split.emb is None else split.emb[idx],
+                     weight=None if split.weight is None else split.weight[idx])
+
+
+def carve_tune(split: DataSplit, fraction: float, keep_sources: Sequence[str] = ()) -> tuple[DataSplit, DataSplit]:
+    """Split training rows into (fit, tune) by a salted text hash (not the dev hash).
+
+    Rows of ``keep_sources`` (e.g. the small hand-written seed set) always stay in fit.
+    """
+    tune = np.array([r.source not in keep_sources and
+                     int.from_bytes(hashlib.sha1(f"{TUNE_SALT}\0{t}".encode("utf-8")).digest()[:4], "big")
+                     / 2**32 < fraction for r, t in zip(split.rows, split.texts)], dtype=bool)
+    return subset(split, np.flatnonzero(~tune)), subset(split, np.flatnonzero(tune))
+
+
+def _f(flags_pos: np.ndarray, flags_neg: np.ndarray, beta: float = 1.0) -> float:
+    tp, fn, fp = flags_pos.sum(), (~flags_pos).sum(), flags_neg.sum()
+    b2 = beta * beta
+    return float((1 + b2) * tp / max((1 + b2) * tp + b2 * fn + fp, 1))
+
+
+def tune_thresholds(rows: Sequence[ds.Example], esc: np.ndarray, threat_fpr_budget: float = 0.02) -> dict[str, Any]:
+    """Decision thresholds on calibrated tuning-split probabilities (see ``decide_levels``).
+
+    * abusive: P(abusive or worse) threshold maximising F1 of OLID targeted insults
+      against not-offensive tweets (the headline abuse task);
+    * threatening: P(threatening) threshold maximising F2 (recall-weighted) of violent
+      threats against every other row with a level, subject to at most
+      ``threat_fpr_budget`` of calm dialogue turns flagged.
+    """
+    from .evaluate import groups
+
+    g = groups(rows)
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
+    info: dict[str, Any] = {"n": {"olid_tin": len(g.olid_tin), "olid_not": len(g.olid_not),
+                                  "threat": len(g.threat), "calm_dialogue": len(g.calm_dialogue)}}
+    out: dict[str, float] = {}
+    p_ab = esc[:, LEVELS.index("abusive"):].sum(1)
+    if len(g.olid_tin) >= 20 and len(g.olid_not) >= 20:
+        f1 = [_f(p_ab[g.olid_tin] >= t, p_ab[g.olid_not] >= t) for t in grid]
+        k = int(np.argmax(f1))
+        out["abusive"] = float(grid[k])
+        info["abusive_f1_tune"] = round(f1[k], 4)
+    p_th = esc[:, LEVELS.index("threatening")]
+    has_level = np.flatnonzero(np.array([bool(r.levels) for r in rows]))
+    neg = np.setdiff1d(has_level, g.threat)
+    if len(g.threat) >= 20:
+        best = None
+        for t in grid:
+            fpr = float((p_th[g.calm_dialogue] >= t).mean()) if len(g.calm_dialogue) else 0.0
+            if fpr > threat_fpr_budget:
+                continue
+            f2 = _f(p_th[g.threat] >= t, p_th[neg] >= t, beta=2.0)
+            if best is None or f2 > best[0] + 1e-9:
+                best = (f2, float(t), float((p_th[g.threat] >= t).mean()), fpr)
+        if best:
+            out["threatening"] = best[1]
+            info.update(threat_f2_tune=round(best[0], 4), threat_recall_tune=round(best[2], 4),
+                        threat_fpr_calm_tune=round(best[3], 4))
+    info["thresholds"] = out
+    return info
 
 
 def _cache_dir(args: TrainArgs) -> Path:
@@ -466,7 +549,28 @@ def train(args: TrainArgs, progress: Callable[[str], None] | None = None) -> Pat
     encoder = Encoder(args.encoder, max_length=args.max_length, batch_size=args.embed_batch_size)
     train_split.emb = embed_cached(encoder, args, train_split.texts, say)
     dev_split.emb = embed_cached(encoder, args, dev_split.texts, say)
-    heads, fit_info = fit_heads(args, train_split, dev_split, say)
+    select = dev_split
+    if args.tune_fraction:
+        train_split, select = carve_tune(train_split, args.tune_fraction,
+                                         keep_sources=[n for n, u in used.items() if u["role"] == "train only"])
+        say(f"tuning split: {len(select.texts)} of the training rows (early stopping, temperatures, thresholds)")
+        for name, u in used.items():
+            u["tune_rows"] = sum(1 for r in select.rows if r.source == name)
+            u["train_rows"] -= u["tune_rows"]
+    if args.ensemble > 1:
+        members, infos = [], []
+        for k in range(args.ensemble):
+            set_seed(args.seed + k)
+            h, info = fit_heads(dataclasses.replace(args, seed=args.seed + k), train_split, select, say)
+            members.append(h)
+            infos.append(info)
+        heads = EnsembleHeads(members).eval()
+        fit_info = {"best_epoch": [i["best_epoch"] for i in infos],
+                    "best_dev_score": [i["best_dev_score"] for i in infos],
+                    "history": infos[0]["history"], "selected_on": "tune" if args.tune_fraction else "dev"}
+    else:
+        heads, fit_info = fit_heads(args, train_split, select, say)
+        fit_info["selected_on"] = "tune" if args.tune_fraction else "dev"
     out = args.out_path
     adapter = None
     if args.mode in ("lora", "full"):
@@ -482,16 +586,24 @@ def train(args: TrainArgs, progress: Callable[[str], None] | None = None) -> Pat
             dev_split.emb = encoder.embed(dev_split.texts)
     cfg = ModelConfig(encoder=args.encoder,
                       adapter=adapter, max_length=args.max_length, hidden=args.hidden,
-                      dropout=args.dropout, dim=encoder.dim)
+                      dropout=args.dropout, dim=encoder.dim, ensemble=int(args.ensemble))
     clf = Classifier(encoder, heads, cfg)
+    if args.mode != "heads" and args.tune_fraction:
+        with torch.inference_mode():
+            select.emb = encoder.embed(select.texts)
     if args.calibrate:
-        le, ls = clf.logits(dev_split.emb)
+        le, ls = clf.logits(select.emb)
         smask = np.zeros((len(ls), len(SENTIMENTS)), dtype=bool)
-        hs = dev_split.sentiment >= 0
-        smask[np.flatnonzero(hs), dev_split.sentiment[hs]] = True
-        cfg.temperature_escalation = fit_temperature(le, dev_split.level_mask)
+        hs = select.sentiment >= 0
+        smask[np.flatnonzero(hs), select.sentiment[hs]] = True
+        cfg.temperature_escalation = fit_temperature(le, select.level_mask)
         cfg.temperature_sentiment = fit_temperature(ls, smask)
         say(f"temperatures: escalation {cfg.temperature_escalation:.3f}, sentiment {cfg.temperature_sentiment:.3f}")
+    if args.thresholds:
+        tinfo = tune_thresholds(select.rows, clf.predict_embeddings(select.emb)[0], args.threat_fpr_budget)
+        cfg.thresholds = tinfo["thresholds"] or None
+        fit_info["threshold_tuning"] = tinfo
+        say(f"thresholds (tuning split): {tinfo}")
     targs = args.to_dict()
     cfg.training = {"args": targs, "sources": used, "fit": {k: v for k, v in fit_info.items() if k != "history"},
                     "seconds": round(time.perf_counter() - t0, 1)}
@@ -506,4 +618,5 @@ def train(args: TrainArgs, progress: Callable[[str], None] | None = None) -> Pat
 
 
 __all__ = ["TrainArgs", "DataSplit", "load_data", "make_split", "embed_cached", "fit_heads",
-           "fit_temperature", "partial_nll", "set_seed", "train", "train_lora"]
+           "fit_temperature", "partial_nll", "set_seed", "train", "train_lora", "carve_tune", "subset",
+           "tune_thresholds"]
