@@ -111,3 +111,17 @@ def test_transcript_replay_writes_events(tmp_path):
     assert [u["speaker"] for u in utts] == ["agent", "customer"]
     assert "level" in utts[1] and "level" not in utts[0]
     assert "CUSTOMER" in proc.stdout and "parcel" in proc.stdout
+
+
+def test_demo_replays_bundled_call_offline(tmp_path):
+    """What `make demo` runs: the escalating sample, PocketSphinx, timeline + events."""
+    out = tmp_path / "demo.jsonl"
+    proc = coach("demo", "--events", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "PocketSphinx" in proc.stderr and "models download" in proc.stderr  # says which engine ran
+    assert ">> OPEN  apologize" in proc.stdout
+    events = [json.loads(x) for x in out.read_text().splitlines()]
+    types = {e["type"] for e in events}
+    assert {"utterance", "trajectory", "prompt_open", "prompt_close", "call_end"} <= types
+    assert {e["speaker"] for e in events if e["type"] == "utterance"} == {"agent", "customer"}
+    assert all(e["prompt"] for e in events if e["type"].startswith("prompt_"))

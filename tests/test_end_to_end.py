@@ -40,6 +40,13 @@ def replay(scorer, *, engine=None, call=None, utterances=None):
     return events, opened, utts
 
 
+def replay_example(name, source, engine, scorer):
+    """Replay examples/NAME.wav through PocketSphinx, or its script NAME.json as a transcript."""
+    if source == "audio":
+        return replay(scorer, engine=engine, call=load_call(EXAMPLES / f"{name}.wav", sample_rate=engine.sample_rate))
+    return replay(scorer, utterances=load_transcript(EXAMPLES / f"{name}.json"))
+
+
 def upset_window(events):
     """Call times at which the customer's trajectory state was frustrated or worse."""
     from coach.events import Level, TrajectoryState
@@ -49,11 +56,7 @@ def upset_window(events):
 
 @pytest.mark.parametrize("source", ["transcript", "audio"])
 def test_escalating_call_prompts_apology_and_paraphrase_while_upset(engine, scorer, source):
-    if source == "audio":
-        events, opened, _ = replay(scorer, engine=engine, call=load_call(EXAMPLES / "escalating.wav",
-                                                                         sample_rate=engine.sample_rate))
-    else:
-        events, opened, _ = replay(scorer, utterances=load_transcript(EXAMPLES / "escalating.json"))
+    events, opened, _ = replay_example("escalating", source, engine, scorer)
     upset = upset_window(events)
     assert upset, "the customer never became upset"
     got = {p.prompt: p.t for p in opened}
@@ -65,22 +68,14 @@ def test_escalating_call_prompts_apology_and_paraphrase_while_upset(engine, scor
 
 @pytest.mark.parametrize("source", ["transcript", "audio"])
 def test_abusive_call_sets_boundary_and_calls_security(engine, scorer, source):
-    if source == "audio":
-        _, opened, _ = replay(scorer, engine=engine, call=load_call(EXAMPLES / "abusive.wav",
-                                                                    sample_rate=engine.sample_rate))
-    else:
-        _, opened, _ = replay(scorer, utterances=load_transcript(EXAMPLES / "abusive.json"))
+    _, opened, _ = replay_example("abusive", source, engine, scorer)
     got = {p.prompt for p in opened}
     assert {"set_boundary", "call_security"} <= got, sorted(got)
 
 
 @pytest.mark.parametrize("source", ["transcript", "audio"])
 def test_calm_call_stays_quiet(engine, scorer, source):
-    if source == "audio":
-        _, opened, utts = replay(scorer, engine=engine, call=load_call(EXAMPLES / "calm.wav",
-                                                                       sample_rate=engine.sample_rate))
-    else:
-        _, opened, utts = replay(scorer, utterances=load_transcript(EXAMPLES / "calm.json"))
+    _, opened, utts = replay_example("calm", source, engine, scorer)
     assert {u.utterance.speaker for u in utts} == {Speaker.AGENT, Speaker.CUSTOMER}
     got = {p.prompt for p in opened}
     assert not got & {"apologize", "set_boundary", "call_security"}, sorted(got)
