@@ -412,18 +412,35 @@ def model_card(clf: "Classifier", metrics: Mapping[str, Any], used: Mapping[str,
         "Escalation (calm < frustrated < angry < abusive < threatening) and sentiment",
         "(negative/neutral/positive) of a customer utterance, for the live call coach.",
         f"Encoder `{cfg.encoder}` ({'frozen' if not cfg.adapter else 'LoRA adapter in adapter/'}), "
-        f"heads: {'linear' if cfg.hidden <= 0 else f'1 hidden layer of {cfg.hidden}'}; "
+        f"heads: {'linear' if cfg.hidden <= 0 else f'1 hidden layer of {cfg.hidden}'}"
+        f"{f' (ensemble of {cfg.ensemble}, logits averaged)' if getattr(cfg, 'ensemble', 1) > 1 else ''}; "
         f"temperatures escalation {cfg.temperature_escalation:.3f}, sentiment {cfg.temperature_sentiment:.3f}.",
         "Input text is normalised like speech-to-text output (`coach.text.normalize_speech`).",
+    ]
+    th = getattr(cfg, "thresholds", None)
+    if th:
+        rule = []
+        if "threatening" in th:
+            rule.append(f"threatening if P(threatening) >= {th['threatening']:.2f}")
+        if "abusive" in th:
+            rule.append(f"else abusive if P(abusive or worse) >= {th['abusive']:.2f}")
+        lines += ["", "Decision rule (`Classifier.decide`, used for the F1/recall figures below; thresholds "
+                  "tuned on the tuning split carved from the training rows, never on dev): "
+                  + "; ".join(rule) + "; else the most likely of calm/frustrated/angry. "
+                  "`Scores.level` stays the plain argmax. The same operating points in the playbook: "
+                  + ", ".join(f"`utterance_at_least: {{level: {k}, p: {v:.2f}}}`" for k, v in sorted(th.items(), reverse=True))
+                  + " (`Scores.at_least(level) >= p` is the same test)."]
+    has_tune = any("tune_rows" in u for u in used.values())
+    lines += [
         "",
         "## Data (training and dev rows after label-balanced subsampling)",
         "",
-        "| source | licence | commercial use | role | train | dev |",
-        "|---|---|---|---|---|---|",
+        "| source | licence | commercial use | role | train | " + ("tune | " if has_tune else "") + "dev |",
+        "|---|---|---|---|---|---|" + ("---|" if has_tune else ""),
     ]
     for name, u in used.items():
         lines.append(f"| {name} | {u['licence']} | {'yes' if u['commercial_ok'] else 'no'} | {u['role']} | "
-                     f"{u['train_rows']} | {u['dev_rows']} |")
+                     f"{u['train_rows']} | " + (f"{u.get('tune_rows', 0)} | " if has_tune else "") + f"{u['dev_rows']} |")
     nc = [n for n, u in used.items() if not u["commercial_ok"] and u["train_rows"]]
     lines += ["", ("Trained on non-commercial data (" + ", ".join(nc) + "): research use only. Retrain with "
                    "`exclude_noncommercial: true` for commercial use.") if nc else

@@ -85,6 +85,8 @@ class TrainArgs:
     tune_fraction: float = 0.0
     thresholds: bool = False               # tune the abusive/threatening decision thresholds
     threat_fpr_budget: float = 0.02        # max share of calm dialogue (tuning split) flagged threatening
+    threat_min_precision: float = 0.5      # min share of violent threats among tuning rows flagged threatening
+    abusive_max_angry: float = 1.0         # max share of exact-'angry' tuning rows flagged abusive or worse
     ensemble: int = 1                      # head sets fitted with seeds seed..seed+n-1, logits averaged
     # lora / full
     lora_r: int = 8
@@ -241,20 +243,28 @@ def carve_tune(split: DataSplit, fraction: float, keep_sources: Sequence[str] = 
     return subset(split, np.flatnonzero(~tune)), subset(split, np.flatnonzero(tune))
 
 
-def _f(flags_pos: np.ndarray, flags_neg: np.ndarray, beta: float = 1.0) -> float:
-    tp, fn, fp = flags_pos.sum(), (~flags_pos).sum(), flags_neg.sum()
+def _f(flags_pos: np.ndarray, flags_neg: np.ndarray, beta: float = 1.0, pos_weight: float = 1.0) -> float:
+    tp, fn, fp = pos_weight * flags_pos.sum(), pos_weight * (~flags_pos).sum(), flags_neg.sum()
     b2 = beta * beta
     return float((1 + b2) * tp / max((1 + b2) * tp + b2 * fn + fp, 1))
 
 
-def tune_thresholds(rows: Sequence[ds.Example], esc: np.ndarray, threat_fpr_budget: float = 0.02) -> dict[str, Any]:
+def tune_thresholds(rows: Sequence[ds.Example], esc: np.ndarray, threat_fpr_budget: float = 0.02,
+                    threat_min_precision: float = 0.5, abusive_max_angry: float = 1.0) -> dict[str, Any]:
     """Decision thresholds on calibrated tuning-split probabilities (see ``decide_levels``).
 
     * abusive: P(abusive or worse) threshold maximising F1 of OLID targeted insults
-      against not-offensive tweets (the headline abuse task);
-    * threatening: P(threatening) threshold maximising F2 (recall-weighted) of violent
-      threats against every other row with a level, subject to at most
-      ``threat_fpr_budget`` of calm dialogue turns flagged.
+      against not-offensive tweets (the headline abuse task), with the two classes
+      weighted to equal size as in the label-balanced dev protocol (the training part
+      of OLID is 1 insult : 2 not-offensive, which would move an F1 optimum), among
+      thresholds that flag at most ``abusive_max_angry`` of the rows labelled exactly
+      'angry' (angry dialogue turns: anger is not abuse, and a boundary prompt on a
+      merely angry customer is a false alarm);
+    * threatening: the lowest P(threatening) threshold (highest recall of violent
+      threats) at which at least ``threat_min_precision`` of the flagged tuning rows
+      with a level are violent threats and at most ``threat_fpr_budget`` of calm
+      dialogue turns are flagged. A missed threat costs more than a security prompt on
+      a violent-sounding insult, so precision is floored rather than maximised.
     """
     from .evaluate import groups
 
@@ -265,26 +275,28 @@ def tune_thresholds(rows: Sequence[ds.Example], esc: np.ndarray, threat_fpr_budg
     out: dict[str, float] = {}
     p_ab = esc[:, LEVELS.index("abusive"):].sum(1)
     if len(g.olid_tin) >= 20 and len(g.olid_not) >= 20:
-        f1 = [_f(p_ab[g.olid_tin] >= t, p_ab[g.olid_not] >= t) for t in grid]
-        k = int(np.argmax(f1))
-        out["abusive"] = float(grid[k])
-        info["abusive_f1_tune"] = round(f1[k], 4)
+        w = len(g.olid_not) / len(g.olid_tin)
+        angry = np.array([i for i, r in enumerate(rows) if r.levels == ("angry",)], dtype=int)
+        f1 = np.array([_f(p_ab[g.olid_tin] >= t, p_ab[g.olid_not] >= t, pos_weight=w) for t in grid])
+        angry_flag = np.array([(p_ab[angry] >= t).mean() if len(angry) else 0.0 for t in grid])
+        ok = angry_flag <= abusive_max_angry
+        if ok.any():
+            k = int(np.flatnonzero(ok)[np.argmax(f1[ok])])
+            out["abusive"] = float(grid[k])
+            info.update(abusive_f1_tune=round(float(f1[k]), 4), angry_flagged_abusive_tune=round(float(angry_flag[k]), 4))
     p_th = esc[:, LEVELS.index("threatening")]
     has_level = np.flatnonzero(np.array([bool(r.levels) for r in rows]))
     neg = np.setdiff1d(has_level, g.threat)
     if len(g.threat) >= 20:
-        best = None
         for t in grid:
+            flag_pos, flag_neg = p_th[g.threat] >= t, p_th[neg] >= t
             fpr = float((p_th[g.calm_dialogue] >= t).mean()) if len(g.calm_dialogue) else 0.0
-            if fpr > threat_fpr_budget:
-                continue
-            f2 = _f(p_th[g.threat] >= t, p_th[neg] >= t, beta=2.0)
-            if best is None or f2 > best[0] + 1e-9:
-                best = (f2, float(t), float((p_th[g.threat] >= t).mean()), fpr)
-        if best:
-            out["threatening"] = best[1]
-            info.update(threat_f2_tune=round(best[0], 4), threat_recall_tune=round(best[2], 4),
-                        threat_fpr_calm_tune=round(best[3], 4))
+            prec = flag_pos.sum() / max(flag_pos.sum() + flag_neg.sum(), 1)
+            if fpr <= threat_fpr_budget and prec >= threat_min_precision:
+                out["threatening"] = float(t)
+                info.update(threat_recall_tune=round(float(flag_pos.mean()), 4),
+                            threat_precision_tune=round(float(prec), 4), threat_fpr_calm_tune=round(fpr, 4))
+                break
     info["thresholds"] = out
     return info
 
@@ -411,7 +423,7 @@ def dev_score(heads: Heads, dev: DataSplit) -> float:
 
 def fit_heads(args: TrainArgs, train: DataSplit, dev: DataSplit,
               progress: Callable[[str], None] | None = None) -> tuple[Heads, dict[str, Any]]:
-    """Adam on cached embeddings with early stopping on dev; returns the best heads."""
+    """Adam on cached embeddings with early stopping on ``dev`` (the tuning split when the config has one)."""
     heads = Heads(dim=train.emb.shape[1], hidden=args.hidden, dropout=args.dropout)
     opt = torch.optim.AdamW(heads.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     x = torch.from_numpy(train.emb)
@@ -446,7 +458,7 @@ def fit_heads(args: TrainArgs, train: DataSplit, dev: DataSplit,
         score = dev_score(heads, dev)
         history.append({"epoch": epoch, "train_loss": total / len(x), "dev_score": score})
         if progress:
-            progress(f"epoch {epoch}: train loss {total / len(x):.4f}, dev score {score:.4f}")
+            progress(f"epoch {epoch}: train loss {total / len(x):.4f}, selection score {score:.4f}")
         if score > best + 1e-4:
             best, best_epoch, bad = score, epoch, 0
             best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
@@ -600,7 +612,8 @@ def train(args: TrainArgs, progress: Callable[[str], None] | None = None) -> Pat
         cfg.temperature_sentiment = fit_temperature(ls, smask)
         say(f"temperatures: escalation {cfg.temperature_escalation:.3f}, sentiment {cfg.temperature_sentiment:.3f}")
     if args.thresholds:
-        tinfo = tune_thresholds(select.rows, clf.predict_embeddings(select.emb)[0], args.threat_fpr_budget)
+        tinfo = tune_thresholds(select.rows, clf.predict_embeddings(select.emb)[0], args.threat_fpr_budget,
+                                args.threat_min_precision, args.abusive_max_angry)
         cfg.thresholds = tinfo["thresholds"] or None
         fit_info["threshold_tuning"] = tinfo
         say(f"thresholds (tuning split): {tinfo}")

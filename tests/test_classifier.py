@@ -116,3 +116,24 @@ def test_cli_classify_keeps_order_and_blank_lines(monkeypatch) -> None:
 def test_cli_classify_bad_model(monkeypatch, tmp_path: Path, capsys) -> None:
     code, _ = _run(["classify", "--model", str(tmp_path / "missing")], "hi\n", monkeypatch)
     assert code == 2
+
+
+def test_decision_rule_thresholds(clf) -> None:
+    from coach.classifier import decide_levels
+
+    p = np.array([[0.5, 0.1, 0.1, 0.2, 0.1],     # P(>=abusive) 0.3, P(threat) 0.1
+                  [0.1, 0.1, 0.6, 0.05, 0.15],   # angry by argmax
+                  [0.05, 0.05, 0.1, 0.7, 0.1]])
+    assert list(decide_levels(p)) == [0, 2, 3]                              # no thresholds: argmax
+    th = {"abusive": 0.25, "threatening": 0.12}
+    assert list(decide_levels(p, th)) == [3, 4, 3]
+    assert list(decide_levels(p, {"abusive": 0.9, "threatening": 0.9})) == [0, 2, 2]
+    # the shipped model's decision agrees with Scores.at_least and its stored thresholds
+    s = clf.classify(["you are a useless idiot", "i know where you live", "thanks that's great"])
+    lv = clf.decide(s)
+    assert lv == [clf.decide(x) for x in s]
+    assert lv[0] >= Level.ABUSIVE and lv[1] is Level.THREATENING and lv[2] is Level.CALM
+    th = clf.config.thresholds or {}
+    for x, d in zip(s, lv):
+        if "threatening" in th:
+            assert (d is Level.THREATENING) == (x.at_least(Level.THREATENING) >= th["threatening"])

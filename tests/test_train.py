@@ -135,3 +135,21 @@ def test_lora_smoke(tmp_path: Path) -> None:
     clf = open_model(out)
     s = clf.classify(["i will find you and hurt you"])[0]
     assert sum(s.escalation.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_tune_split_thresholds_and_ensemble(tmp_path: Path) -> None:
+    from coach.train import carve_tune, load_data
+
+    args = _args(tmp_path, tune_fraction=0.3, thresholds=True, ensemble=2, epochs=3, patience=3)
+    tr, _, _ = load_data(args)
+    fit, tune = carve_tune(tr, 0.3)
+    assert len(fit.texts) + len(tune.texts) == len(tr.texts) and not set(fit.texts) & set(tune.texts)
+    assert carve_tune(tr, 0.3)[1].texts == tune.texts                 # deterministic
+    out = train(args)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["heads"]["ensemble"] == 2 and cfg["training"]["fit"]["selected_on"] == "tune"
+    clf = open_model(out)
+    s = clf.classify(["you are a useless idiot"])
+    assert sum(s[0].escalation.values()) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ConfigError):
+        TrainArgs.from_dict({"thresholds": True})                   # thresholds need a tuning split
