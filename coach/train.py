@@ -364,6 +364,20 @@ def partial_nll(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits, dim=1) - torch.logsumexp(allowed, dim=1)
 
 
+
+def multitask_loss(le: torch.Tensor, ls: torch.Tensor, level_mask: torch.Tensor, sentiment: torch.Tensor,
+                   w_level: torch.Tensor, w_sent: torch.Tensor, sentiment_weight: float) -> torch.Tensor:
+    """Weighted escalation + sentiment loss for one batch; rows lacking a target add nothing."""
+    loss = torch.zeros(())
+    has = level_mask.any(1)
+    if has.any():
+        loss = loss + (partial_nll(le[has], level_mask[has]) * w_level[has]).sum() / len(le)
+    hs = sentiment >= 0
+    if hs.any():
+        ce = torch.nn.functional.cross_entropy(ls[hs], sentiment[hs], reduction="none")
+        loss = loss + sentiment_weight * (ce * w_sent[hs]).sum() / len(le)
+    return loss
+
 def row_weights(split: DataSplit, balance: bool, power: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Per-row weights: inverse frequency of each escalation target set / sentiment class."""
     n = len(split.texts)
@@ -440,17 +454,7 @@ def fit_heads(args: TrainArgs, train: DataSplit, dev: DataSplit,
         for i in range(0, len(x), args.batch_size):
             idx = perm[i:i + args.batch_size]
             le, ls = heads(x[idx])
-            mi = m[idx]
-            has = mi.any(1)
-            loss = torch.zeros(())
-            if has.any():
-                le_l = partial_nll(le[has], mi[has])
-                loss = loss + (le_l * we[idx][has]).sum() / len(idx)
-            si = s[idx]
-            hs = si >= 0
-            if hs.any():
-                ls_l = torch.nn.functional.cross_entropy(ls[hs], si[hs], reduction="none")
-                loss = loss + args.sentiment_weight * (ls_l * ws[idx][hs]).sum() / len(idx)
+            loss = multitask_loss(le, ls, m[idx], s[idx], we[idx], ws[idx], args.sentiment_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -525,14 +529,7 @@ def train_lora(args: TrainArgs, encoder: Encoder, heads: Heads, train: DataSplit
             le, ls = heads(emb)
             mi = torch.from_numpy(sub.level_mask[idx])
             si = torch.from_numpy(sub.sentiment[idx])
-            loss = torch.zeros(())
-            has = mi.any(1)
-            if has.any():
-                loss = loss + (partial_nll(le[has], mi[has]) * we[idx][has]).sum() / len(idx)
-            hs = si >= 0
-            if hs.any():
-                ce = torch.nn.functional.cross_entropy(ls[hs], si[hs], reduction="none")
-                loss = loss + args.sentiment_weight * (ce * ws[idx][hs]).sum() / len(idx)
+            loss = multitask_loss(le, ls, mi, si, we[idx], ws[idx], args.sentiment_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
