@@ -280,9 +280,8 @@ class Pipeline:
             ready = [u for u in pending if force or u.end <= horizon]
             if not ready:
                 return
+            pending[:] = [u for u in pending if not (force or u.end <= horizon)]
             ready.sort(key=lambda u: (u.end, u.start))
-            for u in ready:
-                pending.remove(u)
             for item, emb in self.scorer.score(ready):
                 emit(core.process(item, emb))
 

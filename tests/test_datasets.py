@@ -134,41 +134,23 @@ def test_generic_jsonl(tmp_path: Path) -> None:
     assert [r.levels for r in rows] == [("calm",), ("angry",)]
 
 
-def test_generic_missing_column_names_file_and_line(tmp_path: Path) -> None:
-    f = tmp_path / "bad.csv"
-    f.write_text("text,level\nhello,calm\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad\.csv:2: missing column\(s\) \['sentiment'\]"):
+@pytest.mark.parametrize("name, content, message", [
+    ("bad.csv", "text,level\nhello,calm\n", r"bad\.csv:2: missing column\(s\) \['sentiment'\]"),
+    ("bad.tsv", "text\tlevel\tsentiment\nhello\tcalm\tneutral\nugh\tfurious\tnegative\n",
+     r"bad\.tsv:3: unknown escalation level 'furious'"),
+    ("bad2.csv", "text,level,sentiment\nhello,calm,meh\n", r"bad2\.csv:2: unknown sentiment 'meh'"),
+    ("empty.csv", "", r"empty\.csv is empty"),
+    ("header.csv", "text,level,sentiment\n", r"header\.csv has no labelled rows"),
+    ("latin1.csv", "text,level,sentiment\nok,calm,neutral\ncaf\xe9,calm,neutral\n".encode("latin-1"),
+     r"latin1\.csv:3: not UTF-8"),
+    ("broken.jsonl", '{"text": "a", "level": "calm", "sentiment": "neutral"}\n{"text": \n',
+     r"broken\.jsonl:2: invalid JSON"),
+])
+def test_generic_bad_data_names_file_and_line(tmp_path: Path, name: str, content, message: str) -> None:
+    f = tmp_path / name
+    f.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    with pytest.raises(DataError, match=message):
         ds.load_source(_spec(f))
-
-
-def test_generic_unknown_label_names_file_and_line(tmp_path: Path) -> None:
-    f = tmp_path / "bad.tsv"
-    f.write_text("text\tlevel\tsentiment\nhello\tcalm\tneutral\nugh\tfurious\tnegative\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad\.tsv:3: unknown escalation level 'furious'"):
-        ds.load_source(_spec(f))
-    g = tmp_path / "bad2.csv"
-    g.write_text("text,level,sentiment\nhello,calm,meh\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad2\.csv:2: unknown sentiment 'meh'"):
-        ds.load_source(_spec(g))
-
-
-def test_generic_empty_and_non_utf8(tmp_path: Path) -> None:
-    e = tmp_path / "empty.csv"
-    e.write_text("", encoding="utf-8")
-    with pytest.raises(DataError, match=r"empty\.csv is empty"):
-        ds.load_source(_spec(e))
-    h = tmp_path / "header.csv"
-    h.write_text("text,level,sentiment\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"header\.csv has no labelled rows"):
-        ds.load_source(_spec(h))
-    b = tmp_path / "latin1.csv"
-    b.write_bytes("text,level,sentiment\nok,calm,neutral\ncaf\xe9,calm,neutral\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin1\.csv:3: not UTF-8"):
-        ds.load_source(_spec(b))
-    j = tmp_path / "broken.jsonl"
-    j.write_text('{"text": "a", "level": "calm", "sentiment": "neutral"}\n{"text": \n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"broken\.jsonl:2: invalid JSON"):
-        ds.load_source(_spec(j))
 
 
 def test_source_spec_rejects_unknown_keys() -> None:
