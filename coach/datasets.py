@@ -36,9 +36,6 @@ import yaml
 from .errors import ConfigError, DataError
 from .events import LEVELS, SENTIMENTS  # noqa: F401  (re-exported for tests)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LABELS_YAML = REPO_ROOT / "configs" / "labels.yaml"
-DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data" / "text"
 DEV_SALT = "coach-dev-v1"
 
 
@@ -125,11 +122,12 @@ def _sentiment(value: Any, where: str) -> str | None:
 
 def load_schema(path: str | Path | None = None) -> LabelSchema:
     """Read the label schema and mappings (``configs/labels.yaml`` by default)."""
-    path = Path(path) if path else LABELS_YAML
+    from . import resources
+    path = Path(path) if path else resources.locate(resources.LABELS)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise ConfigError(f"label schema {path} not found", "restore configs/labels.yaml from git") from None
+        raise ConfigError(f"label schema {path} not found", "pass an existing labels YAML, or remove the override to use the packaged configs/labels.yaml") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML ({exc.__class__.__name__})", "fix the YAML syntax") from None
     if tuple(raw.get("levels", LEVELS)) != LEVELS or tuple(raw.get("sentiments", SENTIMENTS)) != SENTIMENTS:
@@ -458,7 +456,8 @@ def load_source(spec: SourceSpec | str, data_root: str | Path | None = None,
     if spec.kind not in BUILTIN:
         raise ConfigError(f"unknown data source kind {spec.kind!r}",
                           f"use generic or one of: {', '.join(BUILTIN)}")
-    root = Path(data_root) if data_root else DEFAULT_DATA_ROOT
+    from . import resources
+    root = Path(data_root) if data_root else resources.default_data_root()
     rows = list(BUILTIN[spec.kind](root, schema or load_schema(), spec.dev_fraction))
     if spec.name != spec.kind:
         rows = [dataclasses.replace(r, source=spec.name) for r in rows]
@@ -505,6 +504,6 @@ def summarize(rows: Iterable[Example]) -> dict[str, dict[str, int]]:
 
 
 __all__ = [
-    "BUILTIN", "DEFAULT_DATA_ROOT", "Example", "LabelSchema", "SourceSpec", "balanced_subsample",
+    "BUILTIN", "Example", "LabelSchema", "SourceSpec", "balanced_subsample",
     "dev_holdout", "load_schema", "load_source", "summarize",
 ]

@@ -24,7 +24,6 @@ from .errors import ConfigError
 from .events import Level, Prompt, ScoredUtterance, Speaker, TrajectoryState, Trend
 from .trajectory import TrajectoryOptions
 
-DEFAULT_PLAYBOOK = Path(__file__).resolve().parent.parent / "configs" / "playbook.yaml"
 
 
 class Severity(enum.IntEnum):
@@ -235,10 +234,12 @@ _DEFAULT_KEYS = {"cooldown_s", "max_open_s", "max_open", "severe_min_confidence"
 
 def load_playbook(path: str | Path | None = None) -> PlaybookConfig:
     """Read and validate a playbook YAML; any problem is a one-line ConfigError."""
-    p = Path(path) if path is not None else DEFAULT_PLAYBOOK
-    fix = f"edit {p} (see the comments at its top) or restore it with `git checkout {DEFAULT_PLAYBOOK.name}`"
+    from . import resources
+    p = Path(path) if path is not None else resources.locate(resources.PLAYBOOK)
+    fix = (f"edit {p} (see the comments at its top), or compare it with the packaged default "
+           f"{resources.packaged(resources.PLAYBOOK)}")
     if not p.is_file():
-        raise ConfigError(f"playbook {p} does not exist", "pass --playbook PATH to an existing YAML file")
+        raise ConfigError(f"playbook {p} does not exist", "pass the path of an existing playbook YAML")
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError:

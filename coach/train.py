@@ -41,7 +41,6 @@ from .events import LEVELS, SENTIMENTS
 from .text import normalize_speech
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MODES = ("heads", "lora", "full")
 
 
@@ -148,7 +147,7 @@ class TrainArgs:
 
     @property
     def out_path(self) -> Path:
-        return Path(self.output_dir) if self.output_dir else REPO_ROOT / "models" / self.name
+        return Path(self.output_dir) if self.output_dir else Path.cwd() / "models" / self.name
 
 
 def set_seed(seed: int) -> None:
@@ -305,7 +304,7 @@ def _cache_dir(args: TrainArgs) -> Path:
     key = hashlib.sha1(f"{encoder_id(args.encoder)}|{args.max_length}|mean-l2".encode()).hexdigest()[:16]
     root = Path(args.cache_dir)
     if not root.is_absolute():
-        root = REPO_ROOT / root
+        root = Path.cwd() / root
     return root / key
 
 

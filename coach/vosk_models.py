@@ -27,7 +27,6 @@ from .errors import ModelError
 
 BASE_URL = "https://alphacephei.com/vosk/models"
 DEFAULT_MODEL = "vosk-model-small-en-us-0.15"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,7 @@ def find_vosk_model(explicit: str | os.PathLike | None = None, search_dirs: Sequ
 
     Order: ``explicit`` (an error if given but not a model), ``$VOSK_MODEL`` (also an
     error if set but invalid: the user asked for it), then ``search_dirs`` from the
-    config, then ``<repo>/models/vosk-*`` and ``./models/vosk-*``. Among several
+    config, then ``vosk-*`` in the model folders (``$COACH_MODELS`` or ./models, the user's). Among several
     candidates in one folder the first valid one by name wins; incomplete folders are
     skipped silently in the search (but not when named explicitly).
     """
@@ -169,7 +168,8 @@ def find_vosk_model(explicit: str | os.PathLike | None = None, search_dirs: Sequ
             return check_vosk_model(env)
         except ModelError as exc:
             raise ModelError(f"VOSK_MODEL={env}: {exc.cause}", exc.fix) from None
-    dirs = [*map(Path, search_dirs), REPO_ROOT / "models", Path.cwd() / "models"]
+    from . import resources
+    dirs = [*map(Path, search_dirs), *resources.model_search_dirs()]
     seen: set[Path] = set()
     for cand in _candidates(dirs):
         r = cand.resolve()

@@ -13,11 +13,9 @@ import sys
 from pathlib import Path
 from typing import IO, Callable
 
-from .errors import CoachError
-from .events import Event, Partial, Prompt, ScoredUtterance, Speaker, TrajectoryState, event_to_json
+from ..errors import CoachError
+from ..events import Event, Partial, Prompt, ScoredUtterance, Speaker, TrajectoryState, event_to_json
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO_CALL = REPO / "examples" / "escalating.wav"
 
 
 def _fmt_t(t: float) -> str:
@@ -101,7 +99,7 @@ def _tee(*sinks: Callable[[Event], None]) -> Callable[[Event], None]:
 
 
 def _speed(value: str):
-    from .pipeline import ReplayOptions, Speed
+    from ..pipeline import ReplayOptions, Speed
     v = value.strip().lower()
     if v == "fast":
         return ReplayOptions(speed=Speed.FAST)
@@ -117,10 +115,10 @@ def _speed(value: str):
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .classifier import load_classifier
-    from .pipeline import Pipeline, Scorer
-    from .playbook import load_playbook
-    from .transcript import load_transcript, looks_like_transcript
+    from ..classifier import load_classifier
+    from ..pipeline import Pipeline, Scorer
+    from ..playbook import load_playbook
+    from ..transcript import load_transcript, looks_like_transcript
 
     err = sys.stderr
     playbook = load_playbook(args.playbook)
@@ -135,8 +133,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         call = None
         err.write(f"coach: replaying transcript {call_path} ({len(utterances)} segments)\n")
     else:
-        from .audio import load_call
-        from .stt import SttOptions, open_engine
+        from ..audio import load_call
+        from ..stt import SttOptions, open_engine
         engine = open_engine(SttOptions(engine=args.engine, vosk_model=args.vosk_model, partials=args.partials))
         call = load_call(call_path, args.customer_file, agent_channel=args.agent_channel,
                          mono_speaker=args.mono_speaker, sample_rate=engine.sample_rate)
@@ -173,45 +171,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    from . import vosk_models
-    if args.models_cmd == "list":
-        for name, info in vosk_models.KNOWN_MODELS.items():
-            sys.stdout.write(f"{name}\t{info}\n")
-        return 0
-    dest = Path(args.dir) if args.dir else REPO / "models"
-
-    def progress(done: int, total: int) -> None:
-        if total > 0:
-            frac = done / total
-            bar = "#" * int(frac * 40)
-            sys.stderr.write(f"\r  [{bar:<40}] {frac * 100:5.1f}%  {done / 1e6:6.1f}/{total / 1e6:.1f} MB")
-        else:
-            sys.stderr.write(f"\r  {done / 1e6:6.1f} MB")
-        sys.stderr.flush()
-
-    path = vosk_models.download_model(args.name, dest, progress)
-    sys.stderr.write("\n")
-    sys.stdout.write(f"{path}\n")
-    return 0
-
-
-def cmd_check_config(args: argparse.Namespace) -> int:
-    from .playbook import CONDITIONS, load_playbook
-    if args.list:
-        for name, spec in sorted(CONDITIONS.items()):
-            sys.stdout.write(f"{name:<28} {spec.doc}\n")
-        return 0
-    cfg = load_playbook(args.playbook)
-    sys.stdout.write(f"{cfg.source}: OK, {len(cfg.rules)} prompts: {', '.join(r.id for r in cfg.rules)}\n")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="coach", description="Offline live call coach: transcribe, score, coach.")
-    p.add_argument("--version", action="version", version="coach 0.1.0")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register(sub) -> None:
     r = sub.add_parser("replay", help="replay a recorded call (audio or transcript JSON) through the coach")
     r.add_argument("call", help="WAV/FLAC call recording (stereo, mono, or the agent's file), or a transcript .json")
     r.add_argument("customer_file", nargs="?", help="the customer's recording, when agent and customer are two files")
@@ -234,44 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--speed", type=_speed, default="fast")
     d.add_argument("--events", metavar="OUT.jsonl")
     d.set_defaults(func=lambda a: cmd_replay(argparse.Namespace(
-        call=str(DEMO_CALL), customer_file=None, agent_channel="left", mono_speaker="customer", speed=a.speed,
+        call=str(_demo_call()), customer_file=None, agent_channel="left", mono_speaker="customer", speed=a.speed,
         events=a.events, partials=False, engine="auto", vosk_model=None, model=None,
         playbook=None, trajectory=False, quiet=False)))
 
-    m = sub.add_parser("models", help="list or download speech models")
-    msub = m.add_subparsers(dest="models_cmd", required=True, metavar="ACTION")
-    msub.add_parser("list", help="official Vosk models coach knows")
-    dl = msub.add_parser("download", help="download an official Vosk model into models/")
-    dl.add_argument("name", help="e.g. vosk-model-small-en-us-0.15")
-    dl.add_argument("--dir", help="where to unpack it (default: models/)")
-    m.set_defaults(func=cmd_models)
-
-    c = sub.add_parser("check-config", help="validate a playbook YAML")
-    c.add_argument("playbook", nargs="?", help="default: configs/playbook.yaml")
-    c.add_argument("--list", action="store_true", help="list the conditions a prompt can use")
-    c.set_defaults(func=cmd_check_config)
-
-    try:
-        from . import cli_research
-    except ImportError:  # the research extras are optional
-        cli_research = None
-    if cli_research is not None:
-        cli_research.register(sub)
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except CoachError as e:
-        sys.stderr.write(f"coach: error: {e}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("coach: interrupted\n")
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+def _demo_call():
+    from .. import resources
+    return resources.locate(resources.DEMO_CALL)

@@ -1,6 +1,6 @@
 """Researcher subcommands of ``coach``: ``train``, ``eval`` and ``classify``.
 
-``coach/cli.py`` calls :func:`register`; each subcommand's ``func(args)`` returns an
+``coach.cli`` calls :func:`register`; each subcommand's ``func(args)`` returns an
 exit code. This is the only classifier module that writes to the terminal: results go
 to stdout, progress to stderr, user errors as one line (``CoachError``) with code 2.
 """
@@ -12,25 +12,15 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from .errors import CoachError, ConfigError, DataError
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "train" / "default.yaml"
-
-
-def _progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _fail(err: CoachError) -> int:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
+from ..errors import CoachError, ConfigError, DataError
+from .common import fail as _fail
+from .common import status as _progress
 
 
 # --- train ---------------------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainArgs, train
+    from ..train import TrainArgs, train
 
     overrides: dict[str, Any] = {
         "name": args.name, "output_dir": args.output_dir, "mode": args.mode, "encoder": args.encoder,
@@ -47,7 +37,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         overrides[key.strip()] = yaml.safe_load(value)
     try:
-        targs = TrainArgs.from_yaml(args.config, overrides)
+        from .. import resources
+        config = args.config or resources.locate(resources.TRAIN_CONFIG)
+        targs = TrainArgs.from_yaml(config, overrides)
         out = train(targs, progress=_progress)
     except CoachError as err:
         return _fail(err)
@@ -60,12 +52,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _eval_rows(data: str, max_per_source: int, seed: int) -> list:
     """Dev rows named by DATA: a training config, a labelled file, or built-in source names."""
-    from . import datasets as ds
-    from .train import TrainArgs
+    from .. import datasets as ds
+    from ..train import TrainArgs
 
     p = Path(data)
     if p.suffix in (".yaml", ".yml"):
-        from .train import load_data
+        from ..train import load_data
 
         targs = TrainArgs.from_yaml(p)
         if max_per_source:
@@ -91,8 +83,8 @@ def _eval_rows(data: str, max_per_source: int, seed: int) -> list:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .classifier import load_classifier
-    from .evaluate import evaluate_rows
+    from ..classifier import load_classifier
+    from ..evaluate import evaluate_rows
 
     try:
         clf = load_classifier(args.model)
@@ -101,7 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise DataError(f"{args.data} has no dev rows", "give data with a dev split or a labelled file")
         embed = None
         if not clf.config.adapter:  # frozen encoder: reuse the training embedding cache
-            from .train import TrainArgs, embed_cached
+            from ..train import TrainArgs, embed_cached
 
             cache_args = TrainArgs(encoder=clf.config.encoder, max_length=clf.config.max_length)
             embed = lambda texts: embed_cached(clf.encoder, cache_args, texts, _progress)  # noqa: E731
@@ -113,7 +105,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.card:
         if clf.path is None:
             return _fail(DataError("the model has no folder to hold a card", "pass --model DIR"))
-        from .evaluate import update_card
+        from ..evaluate import update_card
 
         print(f"updated {update_card(Path(clf.path) / 'MODEL_CARD.md', report, args.data)}", file=sys.stderr)
     if args.out:
@@ -142,8 +134,8 @@ def _read_inputs(stream: IO[str]) -> Iterator[dict[str, Any]]:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from .classifier import load_classifier
-    from .text import normalize_speech
+    from ..classifier import load_classifier
+    from ..text import normalize_speech
 
     try:
         clf = load_classifier(args.model)
@@ -206,7 +198,9 @@ def register(subparsers: Any) -> None:
     """Add ``train``, ``eval`` and ``classify`` to the ``coach`` command."""
     p = subparsers.add_parser("train", help="train the escalation/sentiment classifier",
                               description="Train from a YAML config; flags override its values.")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="configs/train/NAME.yaml (default: %(default)s)")
+    p.add_argument("--config", default=None,
+                   help="training config YAML (default: configs/train/default.yaml, found in ~/.config/coach, "
+                        "the project folder, then the package)")
     p.add_argument("--name", help="model name (output models/NAME)")
     p.add_argument("--output-dir", dest="output_dir", help="output folder (default models/NAME)")
     p.add_argument("--mode", choices=["heads", "lora", "full"])

@@ -1,0 +1,70 @@
+"""The ``coach`` command: a thin layer that parses, calls the library, prints errors.
+
+One module per command group (``replay``, ``models``, ``config``, ``research``); this
+package is the only code that talks to the terminal or decides an exit status. Every
+user-fixable problem arrives as a :class:`~coach.errors.CoachError` and is printed as
+one line, ``coach: error: <cause>. <fix>``, with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import CoachError
+from .common import fail
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the same ``coach: error:`` prefix as every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        fail(f"{message}. see `{self.prog} --help`")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import config, models, replay
+    p = _Parser(prog="coach", description="Offline live call coach: transcribe, score, coach.")
+    p.add_argument("--version", action="version", version="coach 0.1.0")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    replay.register(sub)
+    models.register(sub)
+    config.register(sub)
+    try:
+        from . import research
+    except ImportError:  # the research extras are optional
+        research = None  # type: ignore[assignment]
+    if research is not None:
+        research.register(sub)
+    return p
+
+
+def _quiet_stdout() -> None:
+    """After stdout broke (``| head``), point it at /dev/null so exiting cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CoachError as e:
+        return fail(e)
+    except BrokenPipeError:
+        # The reader went away (``coach classify ... | head``): what was written stands.
+        _quiet_stdout()
+        return 0
+    except KeyboardInterrupt:
+        fail("interrupted. results written so far are kept")
+        return 130
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,25 @@
+"""``coach check-config``: validate a playbook exactly as ``replay`` will load it."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from ..playbook import CONDITIONS, load_playbook
+    if args.list:
+        for name, spec in sorted(CONDITIONS.items()):
+            sys.stdout.write(f"{name:<28} {spec.doc}\n")
+        return 0
+    cfg = load_playbook(args.playbook)
+    sys.stdout.write(f"{cfg.source}: OK, {len(cfg.rules)} prompts: {', '.join(r.id for r in cfg.rules)}\n")
+    return 0
+
+
+def register(sub) -> None:
+    c = sub.add_parser("check-config", help="validate a playbook YAML (the same checks replay makes)")
+    c.add_argument("playbook", nargs="?",
+                   help="playbook YAML (default: configs/playbook.yaml from ~/.config/coach, the project folder "
+                        "or the package)")
+    c.add_argument("--list", action="store_true", help="list the conditions a prompt can use")
+    c.set_defaults(func=cmd_check_config)
