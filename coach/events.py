@@ -146,6 +146,11 @@ class ScoredUtterance:
     utterance: Utterance
     scores: Scores | None  # None for agent utterances, which are not classified for escalation
 
+    @property
+    def t(self) -> float:
+        """Call time of the event: when the utterance ended (when the coach could act on it)."""
+        return self.utterance.end
+
 
 @dataclass(frozen=True)
 class TrajectoryState:
@@ -192,62 +197,16 @@ Event = AudioChunk | Partial | Utterance | ScoredUtterance | TrajectoryState | P
 
 
 def event_to_json(ev: Event) -> dict | None:
-    """The JSON-lines form of an event (``type``, ``t``, ``speaker`` plus fields)."""
-    if isinstance(ev, ScoredUtterance):
-        u = ev.utterance
-        out: dict = {
-            "type": "utterance",
-            "t": round(u.end, 3),
-            "speaker": u.speaker.value,
-            "start": round(u.start, 3),
-            "end": round(u.end, 3),
-            "text": u.text,
-            "confidence": round(u.confidence, 3),
-            "words": [
-                {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3), "conf": round(w.conf, 3)}
-                for w in u.words
-            ],
-        }
-        if u.loudness_db is not None:
-            out["loudness_db"] = round(u.loudness_db, 1)
-        if ev.scores is not None:
-            out["level"] = ev.scores.level.label
-            out["escalation"] = {k: round(v, 4) for k, v in ev.scores.escalation.items()}
-            out["sentiment"] = {k: round(v, 4) for k, v in ev.scores.sentiment.items()}
-        return out
-    if isinstance(ev, Partial):
-        return {"type": "partial", "t": round(ev.t, 3), "speaker": ev.speaker.value, "text": ev.text}
-    if isinstance(ev, TrajectoryState):
-        out = {
-            "type": "trajectory",
-            "t": round(ev.t, 3),
-            "speaker": ev.speaker.value,
-            "escalation": round(ev.escalation, 3),
-            "sentiment": round(ev.sentiment, 3),
-            "state": ev.state.label,
-            "trend": ev.trend.value,
-            "peak": ev.peak.label,
-            "risk": round(ev.risk, 3),
-        }
-        if ev.words_per_minute is not None:
-            out["words_per_minute"] = round(ev.words_per_minute, 1)
-        if ev.loudness_rel_db is not None:
-            out["loudness_rel_db"] = round(ev.loudness_rel_db, 1)
-        return out
-    if isinstance(ev, Prompt):
-        return {
-            "type": "prompt_open" if ev.opened else "prompt_close",
-            "t": round(ev.t, 3),
-            "speaker": ev.speaker.value,
-            "prompt": ev.prompt,
-            "text": ev.text,
-            "priority": ev.priority,
-            "severity": ev.severity,
-            "reason": ev.reason,
-        }
-    if isinstance(ev, CallEnd):
-        return {"type": "call_end", "t": round(ev.t, 3), "speaker": Speaker.AGENT.value}
-    return None
+    """The JSON-lines form of an event without its wall time; kept for old callers.
+
+    Deprecated: use :func:`coach.codec.encode`, the one codec that also reads files back.
+    """
+    from .codec import encode
+
+    out = encode(ev, 0.0)
+    if out is not None:
+        del out["wall"]
+    return out
 
 
 __all__ = [

@@ -32,6 +32,7 @@ from .trajectory import Trajectory
 
 CHUNK_S = 0.1  # 100 ms chunks: small enough for timely partials, large enough to be cheap
 QUEUE_SIZE = 64
+TICK_S = 0.5  # the coach's clock ticks at least this often in call time
 POLL_S = 0.05  # how often blocked threads look at the stop flag
 
 
@@ -88,7 +89,13 @@ class Scorer:
 
 
 class CoachCore:
-    """Trajectories and playbook for one call: pure and synchronous, call time only."""
+    """Trajectories and playbook for one call: pure and synchronous, on call time only.
+
+    Time comes in two ways: utterances (their end) and :meth:`tick`, which the pipeline
+    calls at least every ``TICK_S`` of call time so that prompts time out, cooldowns end
+    and time-based cues fire when due, not at the next utterance (a prompt due to close
+    at 43 s used to close at the next utterance, 100 s later).
+    """
 
     def __init__(self, playbook: PlaybookConfig) -> None:
         self.trajectories = {s: Trajectory(s, playbook.trajectory) for s in Speaker}
@@ -103,8 +110,17 @@ class CoachCore:
         prompts = self.playbook.on_utterance(item, embedding)
         return [item, state, *prompts]
 
+    def tick(self, t: float) -> list[Event]:
+        """Advance call time with no new speech."""
+        if t <= self.t:
+            return []
+        self.t = t
+        return list(self.playbook.tick(t))
+
     def finish(self, t: float | None = None) -> list[Event]:
+        """Close what is open and end the call at ``t`` (the time actually reached)."""
         end = max(self.t, t or 0.0)
+        self.t = end
         return [*self.playbook.finish(end), CallEnd(end)]
 
 
@@ -184,29 +200,47 @@ class Pipeline:
             if delay > 0:
                 self._stop.wait(delay)
 
-    # -- sources
+    # -- the one way in
 
-    def run_audio(self, call) -> CallSummary:
-        """Replay a :class:`coach.audio.CallAudio` through recognizers and the coach."""
-        if self.engine is None:
-            raise CoachError("no speech recognizer is loaded", "open an engine with coach.stt.open_engine()")
-        channels = {s: a for s, a in ((Speaker.AGENT, call.agent), (Speaker.CUSTOMER, call.customer)) if a is not None}
-        queues = {s: queue.Queue(maxsize=QUEUE_SIZE) for s in channels}
-        sr = call.sample_rate
-        step = max(1, int(round(self.opt.chunk_s * sr)))
-        n = max(len(a) for a in channels.values())
+    def run(self, source: "AudioSource | UtteranceSource") -> CallSummary:
+        """Run one call from ``source`` (a file, two files, a transcript or a device).
 
-        def source() -> None:
+        Every way the run ends (end of input, :meth:`stop` from Ctrl-C or SIGTERM, an
+        error in any stage) closes open prompts and emits :class:`CallEnd` at the call
+        time actually reached; an error is re-raised after that.
+        """
+        source.open()
+        if source.kind == "audio":
+            if self.engine is None:
+                raise CoachError("no speech recognizer is loaded", "open an engine with coach.stt.open_engine()")
+            threads, active = self._audio_threads(source)
+        else:
+            threads, active = self._utterance_threads(source)
+        try:
+            return self._run(threads, active, source)
+        finally:
+            source.close()
+
+    def _paced(self, source) -> bool:
+        return self.opt.speed is Speed.REALTIME and not getattr(source, "live", False)
+
+    def _audio_threads(self, source) -> tuple[list[threading.Thread], set[Speaker]]:
+        speakers = tuple(source.speakers)
+        queues = {s: queue.Queue(maxsize=QUEUE_SIZE) for s in speakers}
+        paced = self._paced(source)
+
+        def feed() -> None:
             t0 = time.monotonic()
-            for start in range(0, n, step):
-                t = start / sr
-                self._pace(t0, t)
-                for s, audio in channels.items():
-                    block = audio[start:start + step]
-                    if len(block) and not self._put(queues[s], AudioChunk(s, t, block, sr)):
+            end = 0.0
+            for group in source.chunks(self.opt.chunk_s):
+                if paced:
+                    self._pace(t0, group[0].t)
+                for chunk in group:
+                    if not self._put(queues[chunk.speaker], chunk):
                         return
-            for s in channels:
-                self._put(queues[s], CallEnd(n / sr))
+                    end = max(end, chunk.t + chunk.duration)
+            for s in speakers:
+                self._put(queues[s], CallEnd(end))
 
         def recognize(speaker: Speaker) -> Callable[[], None]:
             def run() -> None:
@@ -220,6 +254,7 @@ class Pipeline:
                     if isinstance(item, CallEnd):
                         for u in rec.finish():
                             self._put(self._merge, u)
+                        self._put(self._merge, _Watermark(speaker, item.t))
                         self._put(self._merge, _Done(speaker))
                         return
                     for ev in rec.accept(item):
@@ -229,41 +264,49 @@ class Pipeline:
                     self._put(self._merge, _Watermark(speaker, item.t + item.duration))
             return run
 
-        threads = [threading.Thread(target=self._guard(source), name="coach-source", daemon=True)]
+        threads = [threading.Thread(target=self._guard(feed), name="coach-source", daemon=True)]
         threads += [threading.Thread(target=self._guard(recognize(s)), name=f"coach-stt-{s.value}", daemon=True)
-                    for s in channels]
-        return self._run(threads, set(channels), n / sr)
+                    for s in speakers]
+        return threads, set(speakers)
 
-    def run_transcript(self, utterances: Sequence[Utterance]) -> CallSummary:
-        """Replay utterances transcribed elsewhere through the same scoring and coach."""
-        ordered = sorted(utterances, key=lambda u: (u.end, u.start))
-        end = ordered[-1].end if ordered else 0.0
+    def _utterance_threads(self, source) -> tuple[list[threading.Thread], set[Speaker]]:
+        paced = self._paced(source)
 
-        def source() -> None:
+        def feed() -> None:
             t0 = time.monotonic()
-            for u in ordered:
-                self._pace(t0, u.end)
-                if not self._put(self._merge, u):
+            grid = TICK_S
+
+            def advance(t: float) -> bool:
+                # One ordered source: both channels have reached t. In paced replay the
+                # watermark moves with the wall clock, so timeouts fire on time there too.
+                if paced:
+                    self._pace(t0, t)
+                return all(self._put(self._merge, _Watermark(s, t)) for s in Speaker)
+
+            for u in source.utterances():
+                while paced and grid < u.end:
+                    if not advance(grid):
+                        return
+                    grid += TICK_S
+                if paced:
+                    self._pace(t0, u.end)
+                if not self._put(self._merge, u) or not advance(u.end):
                     return
-                # One ordered source: both channels have advanced to this utterance's end.
-                for s in Speaker:
-                    self._put(self._merge, _Watermark(s, u.end))
             for s in Speaker:
                 self._put(self._merge, _Done(s))
 
-        threads = [threading.Thread(target=self._guard(source), name="coach-source", daemon=True)]
-        return self._run(threads, set(Speaker), end)
+        return [threading.Thread(target=self._guard(feed), name="coach-source", daemon=True)], set(Speaker)
 
-    # -- the coach thread (runs in the caller's thread: one less thread to join)
+    # -- the coach loop (runs in the caller's thread: one less thread to join)
 
-    def _run(self, threads: list[threading.Thread], active: set[Speaker], duration: float) -> CallSummary:
+    def _run(self, threads: list[threading.Thread], active: set[Speaker], source) -> CallSummary:
         wall0 = time.monotonic()
-        summary = CallSummary(duration=duration)
+        summary = CallSummary(duration=0.0)
         core = CoachCore(self.playbook)
         marks = {s: 0.0 for s in active}
-        pending: list[Utterance] = []
-        for th in threads:
-            th.start()
+        pending: list[tuple[float, int, Utterance | Partial]] = []  # (call time, arrival, item)
+        seq = 0
+        clock = {"next_tick": TICK_S, "reached": 0.0}
 
         def emit(events: list[Event]) -> None:
             for ev in events:
@@ -275,42 +318,75 @@ class Pipeline:
                     summary.utterances[ev.utterance.speaker.value] += 1
                 self.sink(ev)
 
-        def release(force: bool = False) -> None:
-            horizon = min(marks.values()) if marks else float("inf")
-            ready = [u for u in pending if force or u.end <= horizon]
-            if not ready:
-                return
-            pending[:] = [u for u in pending if not (force or u.end <= horizon)]
-            ready.sort(key=lambda u: (u.end, u.start))
-            for item, emb in self.scorer.score(ready):
-                emit(core.process(item, emb))
+        def advance(horizon: float, force: bool = False) -> None:
+            """Release, in call order, what every channel has passed; tick the clock between."""
+            ready = sorted((x for x in pending if force or x[0] <= horizon), key=lambda x: (x[0], x[1]))
+            if ready:
+                taken = {id(x) for x in ready}
+                pending[:] = [x for x in pending if id(x) not in taken]
+            utts = [x[2] for x in ready if isinstance(x[2], Utterance)]
+            scored = iter(self.scorer.score(utts)) if utts else iter(())
+            for t, _, item in ready:
+                tick_to(t)
+                if isinstance(item, Partial):
+                    emit([item])
+                else:
+                    emit(core.process(*next(scored)))
+                clock["reached"] = max(clock["reached"], t)
+            if horizon != float("inf"):
+                tick_to(horizon)
+                clock["reached"] = max(clock["reached"], horizon)
 
+        def tick_to(t: float) -> None:
+            while clock["next_tick"] <= t:
+                emit(core.tick(clock["next_tick"]))
+                clock["next_tick"] += TICK_S
+
+        for th in threads:
+            th.start()
         try:
             while marks and not self._stop.is_set():
                 try:
                     item = self._merge.get(timeout=POLL_S)
                 except queue.Empty:
                     continue
-                if isinstance(item, Utterance):
-                    pending.append(item)
-                elif isinstance(item, _Watermark):
-                    marks[item.speaker] = max(marks[item.speaker], item.t)
-                elif isinstance(item, _Done):
-                    marks.pop(item.speaker, None)
-                elif isinstance(item, Partial):
-                    emit([item])
+                if isinstance(item, (Utterance, Partial)):
+                    pending.append((item.end if isinstance(item, Utterance) else item.t, seq, item))
+                    seq += 1
                     continue
-                release(force=not marks)
-            if not self._stop.is_set():
-                release(force=True)
+                if isinstance(item, _Watermark):
+                    if item.speaker in marks:
+                        marks[item.speaker] = max(marks[item.speaker], item.t)
+                elif isinstance(item, _Done):
+                    last = marks.pop(item.speaker, 0.0)
+                    clock["reached"] = max(clock["reached"], last)
+                if marks:
+                    advance(min(marks.values()))
         finally:
             summary.stopped = self._stop.is_set() and not self._errors
             self._stop.set()
+            deadline = time.monotonic() + 1.0
             for th in threads:
-                th.join(timeout=5.0)
-            if not self._errors:
-                release(force=True)  # nothing recognised is lost, even on Ctrl-C
-                emit(core.finish(duration if not summary.stopped else None))
+                th.join(timeout=max(0.0, deadline - time.monotonic()))
+            # Drain what the recognizers already handed over: nothing recognised is lost.
+            while True:
+                try:
+                    item = self._merge.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, (Utterance, Partial)):
+                    pending.append((item.end if isinstance(item, Utterance) else item.t, seq, item))
+                    seq += 1
+            try:
+                advance(float("inf"), force=True)
+            finally:
+                if summary.stopped or self._errors:
+                    end = max(core.t, clock["reached"])
+                else:
+                    end = max(core.t, clock["reached"], source.duration or 0.0)
+                tick_to(end)
+                emit(core.finish(end))
+                summary.duration = end
         summary.wall_s = time.monotonic() - wall0
         if self._errors:
             raise self._errors[0]

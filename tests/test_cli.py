@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from coach.codec import dumps, read_events
+from coach.events import CallEnd, Prompt, ScoredUtterance
 
 from conftest import REPO
 
@@ -105,23 +112,95 @@ def test_transcript_replay_writes_events(tmp_path):
     out = tmp_path / "ev.jsonl"
     proc = coach("replay", str(t), "--events", str(out))
     assert proc.returncode == 0, proc.stderr
-    events = [json.loads(x) for x in out.read_text().splitlines()]
-    assert all({"type", "t", "speaker"} <= set(e) for e in events)
-    utts = [e for e in events if e["type"] == "utterance"]
-    assert [u["speaker"] for u in utts] == ["agent", "customer"]
-    assert "level" in utts[1] and "level" not in utts[0]
+    f = read_events(out)
+    assert f.header["version"] == 1 and f.header["call"] == str(t)
+    lines = out.read_text().splitlines()
+    assert all({"type", "t", "wall"} <= set(json.loads(x)) for x in lines)
+    utts = [e.utterance for e, _ in f.events if isinstance(e, ScoredUtterance)]
+    assert [u.speaker.value for u in utts] == ["agent", "customer"]
+    assert isinstance(f.events[-1][0], CallEnd) and "speaker" not in json.loads(lines[-1])
     assert "CUSTOMER" in proc.stdout and "parcel" in proc.stdout
+    # the codec round-trips the file byte for byte
+    assert [dumps(e, w) for e, w in f.events] == [x + "\n" for x in lines[1:]]
 
 
-def test_demo_replays_bundled_call_offline(tmp_path):
-    """What `make demo` runs: the escalating sample, PocketSphinx, timeline + events."""
-    out = tmp_path / "demo.jsonl"
-    proc = coach("demo", "--events", str(out))
+def _transcript(tmp_path, n=40, step=3.0, text="i want my refund now"):
+    segs = [{"speaker": "customer" if i % 2 else "agent", "start": i * step, "end": i * step + 2.0,
+             "text": text if i % 2 else "i understand, let me check"} for i in range(n)]
+    t = tmp_path / "long.json"
+    t.write_text(json.dumps({"segments": segs}))
+    return t
+
+
+def test_events_never_overwrite_an_input_or_an_existing_file(tmp_path):
+    t = _transcript(tmp_path, n=4)
+    before = t.read_bytes()
+    assert_one_line_error(coach("replay", str(t), "--events", str(t)), "inputs")
+    assert_one_line_error(coach("replay", str(t), "--events", str(t), "--force"), "inputs")
+    assert t.read_bytes() == before
+    wav = write_wav(tmp_path / "c.wav", np.zeros((16000, 2), np.int16))
+    wav_bytes = wav.read_bytes()
+    assert_one_line_error(coach("replay", str(wav), "--events", str(wav)), "inputs")
+    assert wav.read_bytes() == wav_bytes
+    old = tmp_path / "old.jsonl"
+    old.write_text("precious\n")
+    assert_one_line_error(coach("replay", str(t), "--events", str(old)), "already exists", "--force")
+    assert old.read_text() == "precious\n"
+    assert coach("replay", str(t), "--events", str(old), "--force").returncode == 0
+    assert read_events(old).events
+
+
+def test_a_broken_stdout_loses_no_events(tmp_path):
+    t = _transcript(tmp_path)
+    out = tmp_path / "ev.jsonl"
+    cmd = f"{sys.executable} -m coach.cli replay {t} --events {out} | head -1"
+    proc = subprocess.run(["bash", "-c", cmd], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    f = read_events(out)
+    assert sum(isinstance(e, ScoredUtterance) for e, _ in f.events) == 40
+    assert isinstance(f.events[-1][0], CallEnd)
+
+
+def test_a_terminal_that_cannot_encode_the_text_gets_replacements(tmp_path):
+    t = _transcript(tmp_path, n=4, text="c'est déjà trop — 請")
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "LC_ALL": "C"}
+    proc = coach("replay", str(t), "--events", str(tmp_path / "e.jsonl"), env=env)
     assert proc.returncode == 0, proc.stderr
-    assert "PocketSphinx" in proc.stderr and "models download" in proc.stderr  # says which engine ran
-    assert ">> OPEN  apologize" in proc.stdout
-    events = [json.loads(x) for x in out.read_text().splitlines()]
-    types = {e["type"] for e in events}
-    assert {"utterance", "trajectory", "prompt_open", "prompt_close", "call_end"} <= types
-    assert {e["speaker"] for e in events if e["type"] == "utterance"} == {"agent", "customer"}
-    assert all(e["prompt"] for e in events if e["type"].startswith("prompt_"))
+    assert "Traceback" not in proc.stderr and "c'est d?j? trop" in proc.stdout
+    assert "déjà" in (tmp_path / "e.jsonl").read_text(encoding="utf-8")
+
+
+def test_ansi_escapes_in_a_transcript_do_not_reach_the_terminal(tmp_path):
+    t = _transcript(tmp_path, n=2, text="hello \u001b[2J\u001b]0;pwned\u0007 there")
+    proc = coach("replay", str(t))
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout and "there" in proc.stdout
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGTERM], [signal.SIGINT, signal.SIGINT]],
+                         ids=["ctrl-c", "sigterm", "ctrl-c-twice"])
+def test_stopping_a_paced_replay_is_quick_and_ends_the_events_file(tmp_path, signals):
+    t = _transcript(tmp_path, n=100, text="you stupid idiot")  # 300 s of call, paced
+    out = tmp_path / "ev.jsonl"
+    proc = subprocess.Popen([*COACH, "replay", str(t), "--speed", "realtime", "--events", str(out)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the run is under way (models loaded)
+        if out.exists() and out.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.1)
+    time.sleep(2.0)
+    t_sig = time.monotonic()
+    for sig in signals:
+        proc.send_signal(sig)
+        time.sleep(0.1)
+    _, err = proc.communicate(timeout=30)
+    took = time.monotonic() - t_sig
+    assert took < 2.0, err
+    assert proc.returncode in (130, 143) and "Traceback" not in err
+    f = read_events(out)
+    end = f.events[-1][0]
+    assert isinstance(end, CallEnd) and 1.0 < end.t < 30.0  # the time reached, not the transcript's 300 s
+    opened = [e.prompt for e, _ in f.events if isinstance(e, Prompt) and e.opened]
+    closed = [e.prompt for e, _ in f.events if isinstance(e, Prompt) and not e.opened]
+    assert sorted(opened) == sorted(closed)

@@ -11,6 +11,7 @@ import pytest
 from coach.errors import TranscriptError
 from coach.events import AudioChunk, CallEnd, Partial, Prompt, ScoredUtterance, Speaker, Utterance, Word
 from coach.pipeline import Pipeline, ReplayOptions, Scorer, Speed
+from coach.sources import ArraySource, UtteranceListSource
 from coach.playbook import load_playbook
 from coach.transcript import load_transcript, parse_transcript
 
@@ -60,13 +61,9 @@ class ScriptedEngine:
         return ScriptedRecognizer(speaker, self.scripts[speaker], self.delays[speaker])
 
 
-class Call:
-    def __init__(self, seconds):
-        n = int(seconds * 16000)
-        self.agent = np.zeros(n, np.int16)
-        self.customer = (np.sin(np.arange(n) / 5.0) * 3000).astype(np.int16)
-        self.sample_rate = 16000
-        self.duration = seconds
+def Call(seconds):
+    n = int(seconds * 16000)
+    return ArraySource(np.zeros(n, np.int16), (np.sin(np.arange(n) / 5.0) * 3000).astype(np.int16), 16000)
 
 
 def test_channels_are_merged_in_call_time_order_even_if_one_recognizer_lags():
@@ -77,7 +74,7 @@ def test_channels_are_merged_in_call_time_order_even_if_one_recognizer_lags():
     events = []
     pipe = Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(), sink=events.append,
                     engine=ScriptedEngine(scripts, {Speaker.AGENT: 0.0, Speaker.CUSTOMER: 0.002}))
-    summary = pipe.run_audio(Call(6.0))
+    summary = pipe.run(Call(6.0))
     utts = [e.utterance for e in events if isinstance(e, ScoredUtterance)]
     assert [u.text for u in utts] == ["hello how can i help", "this is ridiculous again", "i am so sorry", "thanks"]
     assert all(isinstance(e, ScoredUtterance) and e.scores is None for e in events
@@ -96,7 +93,7 @@ def test_realtime_pacing_and_stop_do_not_hang():
                     options=ReplayOptions(speed=Speed.REALTIME, rate=1.0))
     threading.Timer(1.5, pipe.stop).start()
     t0 = time.monotonic()
-    summary = pipe.run_audio(Call(60.0))
+    summary = pipe.run(Call(60.0))
     assert time.monotonic() - t0 < 4.0  # a 60 s call paced in real time, stopped after 1.5 s
     assert summary.stopped
     texts = [e.utterance.text for e in events if isinstance(e, ScoredUtterance)]
@@ -113,7 +110,7 @@ def test_recognizer_errors_surface_to_the_caller():
     pipe = Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(), sink=lambda e: None,
                     engine=Boom({s: [] for s in Speaker}, {s: 0.0 for s in Speaker}))
     with pytest.raises(RuntimeError, match="decoder exploded"):
-        pipe.run_audio(Call(2.0))
+        pipe.run(Call(2.0))
 
 
 def test_transcript_replay_runs_same_coach(tmp_path):
@@ -126,8 +123,8 @@ def test_transcript_replay_runs_same_coach(tmp_path):
     p = tmp_path / "call.json"
     p.write_text(json.dumps(doc))
     events = []
-    Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(), sink=events.append).run_transcript(
-        load_transcript(p))
+    Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(), sink=events.append).run(
+        UtteranceListSource(load_transcript(p)))
     prompts = [(e.prompt, e.opened) for e in events if isinstance(e, Prompt)]
     assert ("set_boundary", True) in prompts and ("set_boundary", False) in prompts
 
@@ -151,3 +148,104 @@ def test_transcript_not_json(tmp_path):
     p.write_text('{"segments": [}')
     with pytest.raises(TranscriptError, match=r"not valid JSON \(line 1"):
         load_transcript(p)
+
+
+# ---------------------------------------------------------------- the call clock
+
+
+def _threat_then_silence_playbook(tmp_path, max_open_s=40):
+    """The shipped playbook with call_security timing out after ``max_open_s``."""
+    import yaml
+    from coach import resources
+    raw = yaml.safe_load(resources.locate(resources.PLAYBOOK).read_text())
+    for r in raw["prompts"]:
+        if r["id"] == "call_security":
+            r["max_open_s"] = max_open_s
+    p = tmp_path / "pb.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return load_playbook(p)
+
+
+def test_prompt_times_out_at_max_open_s_not_at_the_next_utterance(tmp_path):
+    """A threat at 5 s and silence until 290 s: the prompt closes at 5 + 40 s."""
+    utts = [Utterance(Speaker.CUSTOMER, 2.0, 5.0, "i will kill you", (), 0.95),
+            Utterance(Speaker.AGENT, 288.0, 290.0, "thank you for calling", (), 0.95)]
+    events = []
+    Pipeline(scorer=Scorer(KeywordClassifier()), playbook=_threat_then_silence_playbook(tmp_path),
+             sink=events.append).run(UtteranceListSource(utts))
+    opened = [e for e in events if isinstance(e, Prompt) and e.opened and e.prompt == "call_security"]
+    closed = [e for e in events if isinstance(e, Prompt) and not e.opened and e.prompt == "call_security"]
+    assert opened and opened[0].t == 5.0
+    assert closed and closed[0].reason == "timed out" and closed[0].t == pytest.approx(45.0, abs=0.5)
+    assert isinstance(events[-1], CallEnd) and events[-1].t == 290.0
+
+
+def test_paced_transcript_closes_the_prompt_on_time_in_wall_clock_too(tmp_path):
+    """At 20x, the 3 s timeout after a threat at 1 s must be seen ~0.2 s of wall time later,
+    not when the next utterance arrives (30 s of call = 1.5 s of wall)."""
+    utts = [Utterance(Speaker.CUSTOMER, 0.5, 1.0, "i will kill you", (), 0.95),
+            Utterance(Speaker.AGENT, 29.0, 31.0, "thank you for calling", (), 0.95)]
+    seen = []
+    t0 = time.monotonic()
+    sink = lambda e: seen.append((e, time.monotonic() - t0))  # noqa: E731
+    Pipeline(scorer=Scorer(KeywordClassifier()), playbook=_threat_then_silence_playbook(tmp_path, 3),
+             sink=sink, options=ReplayOptions(speed=Speed.REALTIME, rate=20.0)).run(UtteranceListSource(utts))
+    close = next((e, w) for e, w in seen if isinstance(e, Prompt) and not e.opened and e.prompt == "call_security")
+    assert close[0].t == pytest.approx(4.0, abs=0.5)
+    assert close[1] < 0.8  # wall seconds: long before the agent's turn at 1.5 s
+
+
+def test_events_come_out_in_call_order_and_call_end_has_no_speaker():
+    scripts = {
+        Speaker.AGENT: [(0.0, 1.0, "hello how can i help"), (2.0, 9.0, "let me explain the long policy here")],
+        Speaker.CUSTOMER: [(1.2, 4.0, "this is ridiculous again"), (4.5, 5.8, "thanks")],
+    }
+    events = []
+    Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(), sink=events.append,
+             engine=ScriptedEngine(scripts, {Speaker.AGENT: 0.003, Speaker.CUSTOMER: 0.0}),
+             options=ReplayOptions(partials=True)).run(Call(10.0))
+    times = [getattr(e, "t") for e in events]
+    assert times == sorted(times)
+    assert any(isinstance(e, Partial) for e in events)  # partials go through the same merge
+    assert isinstance(events[-1], CallEnd) and not hasattr(events[-1], "speaker")
+
+
+def test_stop_ends_at_the_time_reached_and_closes_prompts():
+    scripts = {Speaker.AGENT: [], Speaker.CUSTOMER: [(0.5, 1.0, "you stupid idiot")]}
+    events = []
+    pipe = Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(), sink=events.append,
+                    engine=ScriptedEngine(scripts, {Speaker.AGENT: 0.0, Speaker.CUSTOMER: 0.0}),
+                    options=ReplayOptions(speed=Speed.REALTIME, rate=1.0))
+    threading.Timer(2.0, pipe.stop).start()
+    t0 = time.monotonic()
+    summary = pipe.run(Call(245.0))
+    assert time.monotonic() - t0 < 4.0
+    end = events[-1]
+    assert isinstance(end, CallEnd) and 1.5 <= end.t <= 3.5  # not the file's 245 s
+    assert summary.stopped and summary.duration == end.t
+    opened = {e.prompt for e in events if isinstance(e, Prompt) and e.opened}
+    closed = {e.prompt for e in events if isinstance(e, Prompt) and not e.opened}
+    assert opened and opened == closed  # nothing is left open
+
+
+def test_an_error_still_closes_prompts_and_ends_the_call():
+    class Boom(ScriptedEngine):
+        def recognizer(self, speaker):
+            rec = super().recognizer(speaker)
+            real = rec.accept
+
+            def accept(chunk):
+                if chunk.t >= 3.0:
+                    raise RuntimeError("decoder exploded")
+                return real(chunk)
+            rec.accept = accept
+            return rec
+
+    events = []
+    scripts = {Speaker.AGENT: [], Speaker.CUSTOMER: [(0.5, 1.0, "you stupid idiot")]}
+    with pytest.raises(RuntimeError, match="decoder exploded"):
+        Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(), sink=events.append,
+                 engine=Boom(scripts, {s: 0.0 for s in Speaker})).run(Call(10.0))
+    assert isinstance(events[-1], CallEnd) and 2.5 <= events[-1].t <= 3.5
+    opened = {e.prompt for e in events if isinstance(e, Prompt) and e.opened}
+    assert opened == {e.prompt for e in events if isinstance(e, Prompt) and not e.opened}

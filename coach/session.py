@@ -1,0 +1,208 @@
+"""The composition root: one validated :class:`Settings` in, a running coach out.
+
+Why one place: replay, the demo, and later live capture, batch QA and Ray workers must
+build the same thing (engine, classifier, playbook, pipeline, sinks) the same way, so
+a call replayed for QA goes through exactly what the agent saw. The CLI only turns
+flags into ``Settings``, hands over its streams, and prints what comes back.
+
+Loading order is chosen so that bad input fails in well under a second, before the
+slow models load: settings, playbook, the call's header or transcript, the events path,
+then the speech engine and the classifier.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Callable
+
+from .bus import Bus, SinkReport
+from .errors import ConfigError
+from .pipeline import CallSummary, Pipeline, ReplayOptions, Scorer, Speed
+
+_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one coaching session needs, from flags or a config file."""
+
+    call: str                               # recording (WAV/FLAC/...) or transcript .json
+    customer_file: str | None = None        # the customer's recording when the call is two files
+    agent_channel: str = "left"             # stereo channel of the agent
+    mono_speaker: str = "customer"          # who talks in a mono recording
+    engine: str = "auto"                    # auto | vosk | pocketsphinx
+    vosk_model: str | None = None
+    model: str | None = None                # classifier folder or name
+    playbook: str | None = None             # playbook YAML (None: the located default)
+    speed: str = "fast"                     # fast | realtime | a rate such as 2x
+    partials: bool = False                  # compute partial transcripts (slower)
+    events: str | None = None               # events file (JSON lines) to create
+    force: bool = False                     # replace an existing events file
+    timeline: bool = True                   # print the timeline
+    trajectory: bool = False                # show the customer's trajectory in it
+    progress: bool = False                  # progress bar (when the timeline is off)
+    color: bool = False
+
+    def validate(self) -> "Settings":
+        """Refuse impossible combinations with one-line errors; returns self."""
+        if not str(self.call or "").strip():
+            raise ConfigError("no call given", "pass a recording or a transcript .json")
+        if self.agent_channel not in ("left", "right"):
+            raise ConfigError(f"agent_channel {self.agent_channel!r} is not left or right", "use left or right")
+        if self.mono_speaker not in ("agent", "customer"):
+            raise ConfigError(f"mono_speaker {self.mono_speaker!r} is not agent or customer", "use agent or customer")
+        if self.engine not in ("auto", "vosk", "pocketsphinx"):
+            raise ConfigError(f"unknown speech engine {self.engine!r}", "use auto, vosk or pocketsphinx")
+        self.replay_options()
+        return self
+
+    def replay_options(self) -> ReplayOptions:
+        v = self.speed.strip().lower()
+        if v == "fast":
+            return ReplayOptions(speed=Speed.FAST, partials=self.partials)
+        if v == "realtime":
+            return ReplayOptions(speed=Speed.REALTIME, partials=self.partials)
+        try:
+            rate = float(v[:-1] if v.endswith("x") else v)
+        except ValueError:
+            rate = float("nan")
+        if not math.isfinite(rate) or not 0.01 <= rate <= 1000:
+            raise ConfigError(f"speed {self.speed!r} is not fast, realtime or a rate between 0.01x and 1000x",
+                              "use e.g. --speed realtime or --speed 2x")
+        return ReplayOptions(speed=Speed.REALTIME, rate=rate, partials=self.partials)
+
+
+@dataclass
+class SessionResult:
+    summary: CallSummary
+    sinks: list[SinkReport] = field(default_factory=list)
+    events_path: Path | None = None
+    events_written: int = 0
+
+
+class Session:
+    """Builds and runs one call. ``stop()`` is safe from a signal handler or another thread.
+
+    ``status`` receives short lines about what is being loaded (start-up takes seconds);
+    ``stdout``/``stderr`` are where the timeline and the progress bar go.
+    """
+
+    def __init__(self, settings: Settings, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None,
+                 status: Callable[[str], None] = lambda msg: None) -> None:
+        self.settings = settings.validate()
+        self.stdout = stdout
+        self.stderr = stderr
+        self.status = status
+        self._pipeline: Pipeline | None = None
+        self._stop = threading.Event()
+        self.source = None
+        self.engine = None
+        self.classifier = None
+        self.playbook = None
+        self.events_path: Path | None = None
+
+    # -- building
+
+    def _inputs(self) -> list[str | None]:
+        s = self.settings
+        inputs: list[str | None] = [s.call, s.customer_file, self.playbook.source if self.playbook else s.playbook]
+        if s.model:
+            inputs.append(s.model)
+        return inputs
+
+    def load(self) -> "Session":
+        """Validate the inputs and load the models (the slow part comes last)."""
+        from .audio import probe
+        from .playbook import load_playbook
+        from .sinks import check_events_path
+        from .sources import TranscriptSource, open_source
+
+        s = self.settings
+        self.playbook = load_playbook(s.playbook)
+        is_transcript = Path(s.call).suffix.lower() == ".json"
+        if is_transcript:
+            self.source = open_source(s.call, s.customer_file)
+            self.source.open()
+        else:
+            for p in (s.call, s.customer_file):
+                if p is not None:
+                    probe(p)  # a bad file fails here, before seconds of model loading
+        if s.events:
+            self.events_path = check_events_path(s.events, self._inputs(), force=s.force)
+        if not is_transcript:
+            from .stt import SttOptions, open_engine
+            self.status(f"loading speech engine ({s.engine})...")
+            self.engine = open_engine(SttOptions(engine=s.engine, vosk_model=s.vosk_model, partials=s.partials))
+            self.status(f"speech engine: {self.engine.description}")
+            self.source = open_source(s.call, s.customer_file, agent_channel=s.agent_channel,
+                                      mono_speaker=s.mono_speaker, sample_rate=self.engine.sample_rate)
+            self.source.open()
+        assert self.source is not None
+        for w in self.source.warnings:
+            self.status(f"warning: {w}")
+        self.status(f"loading classifier ({s.model or 'escalation-minilm'})...")
+        from .classifier import load_classifier
+        self.classifier = load_classifier(s.model)
+        self._transcript = isinstance(self.source, TranscriptSource)
+        return self
+
+    def _sinks(self, bus: Bus) -> None:
+        from .sinks import JsonlSink, Progress, Timeline
+        s = self.settings
+        if s.timeline and self.stdout is not None:
+            bus.add(Timeline(self.stdout, color=s.color, show_trajectory=s.trajectory), maxsize=4096)
+        if self.events_path is not None:
+            meta = {
+                "coach_version": _VERSION,
+                "call": str(s.call),
+                "customer_file": s.customer_file,
+                "engine": getattr(self.engine, "description", "transcript"),
+                "playbook": self.playbook.source if self.playbook else None,
+                "speed": s.speed,
+                "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            }
+            self._jsonl = JsonlSink(self.events_path, meta, partials=s.partials, force=s.force)
+            bus.add(self._jsonl, maxsize=1 << 16)
+        if s.progress and self.stderr is not None:
+            bus.add(Progress(self.stderr, self.source.duration), maxsize=256)
+
+    # -- running
+
+    def run(self) -> SessionResult:
+        """Run the call to its end (or until :meth:`stop`); sinks are drained and closed."""
+        if self.source is None:
+            self.load()
+        s = self.settings
+        self._jsonl = None
+        bus = Bus()
+        self._sinks(bus)
+        self.status(f"replaying {self.source.description}")
+        bus.start()
+        self._pipeline = Pipeline(scorer=Scorer(self.classifier, self.playbook.min_word_conf), playbook=self.playbook,
+                                  sink=bus.publish, engine=self.engine, options=s.replay_options())
+        if self._stop.is_set():
+            self._pipeline.stop()
+        try:
+            summary = self._pipeline.run(self.source)
+        finally:
+            reports = bus.close(timeout=1.5)
+            self._reports = reports
+        return SessionResult(summary, reports, self.events_path, self._jsonl.count if self._jsonl else 0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._pipeline is not None:
+            self._pipeline.stop()
+
+
+def settings_from(**kw) -> Settings:
+    """Settings from keyword arguments, ignoring unknown keys (CLI namespaces carry more)."""
+    names = {f.name for f in dataclasses.fields(Settings)}
+    return Settings(**{k: v for k, v in kw.items() if k in names})
+
+
+__all__ = ["Session", "SessionResult", "Settings", "settings_from"]
