@@ -16,7 +16,7 @@ install: $(STAMP)
 
 ## Replay the bundled escalating sample call offline and print its timeline.
 demo: $(STAMP)
-	$(BIN)/coach demo --events out/demo-events.jsonl
+	$(BIN)/coach demo --events out/demo-events.jsonl --force
 
 ## Install what the tests need (Debian packages when run as root) and run them.
 system-deps:
@@ -28,6 +28,7 @@ test: $(STAMP) system-deps
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_classifier.py
+	$(BIN)/python benchmarks/bench_memory.py --pipeline
 
 samples: $(STAMP)
 	$(BIN)/python scripts/make_samples.py

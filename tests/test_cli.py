@@ -197,7 +197,9 @@ def test_stopping_a_paced_replay_is_quick_and_ends_the_events_file(tmp_path, sig
     _, err = proc.communicate(timeout=30)
     took = time.monotonic() - t_sig
     assert took < 2.0, err
-    assert proc.returncode in (130, 143) and "Traceback" not in err
+    # 130/143 from coach itself; a second Ctrl-C landing while the interpreter tears down
+    # (after everything is written) ends the process by the signal, as a shell expects.
+    assert proc.returncode in (130, 143, -signal.SIGINT) and "Traceback" not in err
     f = read_events(out)
     end = f.events[-1][0]
     assert isinstance(end, CallEnd) and 1.0 < end.t < 30.0  # the time reached, not the transcript's 300 s

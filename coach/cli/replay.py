@@ -4,6 +4,7 @@ Signals: Ctrl-C and SIGTERM (and a second Ctrl-C) all ask the session to stop; t
 then closes open prompts, writes ``call_end`` at the call time reached and drains the
 sinks, which takes well under two seconds. A further signal while stopping is ignored
 rather than tearing down the events file half-written.
+
 """
 from __future__ import annotations
 
@@ -33,12 +34,11 @@ def _stop_on_signals(session) -> Iterator[list[int]]:
             status("stopping (closing prompts and the events file)...")
         session.stop()
 
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield got
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    # Not restored afterwards: a late second Ctrl-C while the summary is printed must not
+    # turn into a traceback; the command is about to exit anyway.
+    yield got
 
 
 def _stdout_for_timeline():
