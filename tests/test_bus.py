@@ -15,7 +15,7 @@ from coach import codec
 from coach.bus import Bus
 from coach.errors import CoachError
 from coach.events import CallEnd, Prompt, ScoredUtterance, Scores, Speaker, Utterance
-from coach.sinks import JsonlSink, Timeline, check_events_path, safe_text
+from coach.sinks import JsonlSink, Progress, Timeline, check_events_path, safe_text
 
 
 class Recorder:
@@ -168,3 +168,14 @@ def test_timeline_time_column_never_runs_backwards():
     tl.handle(utt(11.0, "sorry", Speaker.AGENT), 0.0)
     times = [ln.split()[0] for ln in out.getvalue().splitlines()[1:]]
     assert times == sorted(times)
+
+
+def test_progress_bar_reports_call_time_against_the_duration():
+    out = io.StringIO()
+    bar = Progress(out, 245.0, min_interval_s=0.0)
+    bar.handle(utt(61.25), 2.0)
+    bar.handle(CallEnd(122.5), 4.0)
+    bar.close()
+    text = out.getvalue()
+    assert "01:01.2 / 04:05.0" in text and "02:02.5 / 04:05.0" in text and "30.6x real time" in text
+    assert text.endswith("\n") and "#" * 15 in text

@@ -54,7 +54,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
     quiet = bool(getattr(args, "quiet", False))
     settings = settings_from(**vars(args), timeline=not quiet,
-                             progress=quiet and sys.stderr.isatty(),
+                             progress=sys.stderr.isatty() and (quiet or not sys.stdout.isatty()),
                              color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
     session = Session(settings, stdout=_stdout_for_timeline(), stderr=sys.stderr, status=status)
     session.load()
