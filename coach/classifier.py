@@ -290,30 +290,58 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any], where: str = "config.json") -> "ModelConfig":
+        """Validate a decoded ``config.json``: types, the format tag, label order and sane
+        sizes (a huge ``dim`` or ``ensemble`` would otherwise allocate gigabytes)."""
+        from . import safeio
+
+        if not isinstance(d, Mapping):
+            raise ModelError(f"{where} must hold a JSON object, not {type(d).__name__}", TRAIN_FIX)
+        fmt = d.get("format", MODEL_FORMAT)
+        if fmt != MODEL_FORMAT:
+            raise ModelError(f"{where} has format {fmt!r}, not {MODEL_FORMAT!r}: not a coach classifier folder",
+                             "pass a folder written by `coach train`, or " + TRAIN_FIX)
         try:
-            heads = d.get("heads", {})
-            labels = d.get("labels", {})
-            temp = d.get("temperature", {})
+            heads = d.get("heads") or {}
+            labels = d.get("labels") or {}
+            temp = d.get("temperature") or {}
+            for key, value in (("heads", heads), ("labels", labels), ("temperature", temp)):
+                if not isinstance(value, Mapping):
+                    raise ValueError(f"'{key}' must be an object")
+            for key in ("encoder", "normalization"):
+                if key in d and not isinstance(d[key], str):
+                    raise ValueError(f"'{key}' must be a string")
+            if d.get("adapter") is not None and not isinstance(d["adapter"], str):
+                raise ValueError("'adapter' must be a folder name or null")
+            if d.get("training") is not None and not isinstance(d["training"], Mapping):
+                raise ValueError("'training' must be an object")
+            thresholds = d.get("thresholds")
+            if thresholds is not None and not isinstance(thresholds, Mapping):
+                raise ValueError("'thresholds' must be an object")
+            esc, sen = labels.get("escalation", LEVELS), labels.get("sentiment", SENTIMENTS)
+            if not isinstance(esc, (list, tuple)) or not isinstance(sen, (list, tuple)):
+                raise ValueError("'labels' must hold lists")
             cfg = cls(
                 encoder=d.get("encoder", PACKAGED_ENCODER),
                 adapter=d.get("adapter"),
-                max_length=int(d.get("max_length", 128)),
-                hidden=int(heads.get("hidden", 256)),
-                dropout=float(heads.get("dropout", 0.1)),
-                dim=int(heads.get("dim", 384)),
-                levels=tuple(labels.get("escalation", LEVELS)),
-                sentiments=tuple(labels.get("sentiment", SENTIMENTS)),
+                max_length=safeio.number(d.get("max_length", 128), "max_length", lo=1, hi=8192, integer=True),
+                hidden=safeio.number(heads.get("hidden", 256), "heads.hidden", lo=0, hi=65536, integer=True),
+                dropout=safeio.number(heads.get("dropout", 0.1), "heads.dropout", lo=0.0, hi=1.0, hi_open=True),
+                dim=safeio.number(heads.get("dim", 384), "heads.dim", lo=1, hi=65536, integer=True),
+                levels=tuple(esc),
+                sentiments=tuple(sen),
                 normalization=d.get("normalization", NORMALIZATION),
-                temperature_escalation=float(temp.get("escalation", 1.0)),
-                temperature_sentiment=float(temp.get("sentiment", 1.0)),
-                thresholds=({str(k): float(v) for k, v in d["thresholds"].items() if v is not None}
-                            if d.get("thresholds") else None),
-                ensemble=int(heads.get("ensemble", 1)),
+                temperature_escalation=safeio.number(temp.get("escalation", 1.0), "temperature.escalation",
+                                                     lo=0.0, lo_open=True),
+                temperature_sentiment=safeio.number(temp.get("sentiment", 1.0), "temperature.sentiment",
+                                                    lo=0.0, lo_open=True),
+                thresholds=({str(k): safeio.number(v, f"thresholds.{k}") for k, v in thresholds.items()
+                             if v is not None} if thresholds else None),
+                ensemble=safeio.number(heads.get("ensemble", 1), "heads.ensemble", lo=1, hi=64, integer=True),
                 training=d.get("training"),
-                format=d.get("format", MODEL_FORMAT),
+                format=fmt,
             )
         except (AttributeError, TypeError, ValueError) as exc:
-            raise ModelError(f"{where} is malformed ({exc})", TRAIN_FIX) from exc
+            raise ModelError(f"{where} is malformed ({exc})", TRAIN_FIX) from None
         bad = [k for k in (cfg.thresholds or {}) if k not in ("abusive", "threatening")
                or not 0.0 < cfg.thresholds[k] <= 1.0]
         if bad:
@@ -429,48 +457,80 @@ class Classifier:
         return path
 
 
+MAX_CONFIG_BYTES = 16 << 20  # config.json holds settings and a training summary: kilobytes
+MAX_HEADS_BYTES = 2 << 30  # heads are a few MB; refuse anything absurd before mapping it
+
+
+def _heads_file(path: Path) -> Path:
+    """``heads.safetensors`` (preferred) or ``heads.pt``, refused unless a regular file."""
+    from . import safeio
+
+    st, pt = path / "heads.safetensors", path / "heads.pt"
+    chosen = st if os.path.lexists(st) or not os.path.lexists(pt) else pt
+    if not os.path.lexists(chosen):
+        raise ModelError(f"model folder {path} has no heads.safetensors (or heads.pt)", TRAIN_FIX)
+    info = safeio.check_regular_file(chosen, what="head weights", error_cls=ModelError, fix=TRAIN_FIX)
+    if info.st_size > MAX_HEADS_BYTES:
+        raise ModelError(f"head weights {chosen} are {info.st_size >> 20} MB, far more than heads need", TRAIN_FIX)
+    return chosen
+
+
 def _read_heads(path: Path, cfg: ModelConfig) -> nn.Module:
+    """The head weights, as a module of the shape ``cfg`` describes; any mismatch or a file
+    that is not safetensors (or a torch weights file) is one-line ModelError."""
     heads: nn.Module = Heads(dim=cfg.dim, hidden=cfg.hidden, dropout=cfg.dropout)
     if cfg.ensemble > 1:
         heads = EnsembleHeads([Heads(dim=cfg.dim, hidden=cfg.hidden, dropout=cfg.dropout)
                                for _ in range(cfg.ensemble)])
-    st, pt = path / "heads.safetensors", path / "heads.pt"
+    weights = _heads_file(path)
     try:
-        if st.exists():
+        if weights.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(st))
+            state = load_file(str(weights))
         else:
-            state = torch.load(str(pt), map_location="cpu", weights_only=True)
+            state = torch.load(str(weights), map_location="cpu", weights_only=True)
         heads.load_state_dict(state)
-    except Exception as exc:
-        raise ModelError(f"cannot read head weights in {path} ({type(exc).__name__}: {exc})", TRAIN_FIX) from exc
+    except Exception as exc:  # safetensors, pickle and shape errors have no common base class
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        kind = "safetensors" if weights.suffix == ".safetensors" else "torch"
+        raise ModelError(f"cannot read head weights {weights} as {kind} matching config.json "
+                         f"({type(exc).__name__}: {first})", TRAIN_FIX) from None
     return heads
 
 
 def open_model(path: str | Path, encoder: Encoder | None = None) -> Classifier:
-    """Load a model folder (no caching; see :func:`load_classifier`)."""
+    """Load a model folder (no caching; see :func:`load_classifier`).
+
+    Every problem with the folder (missing, a file, no or unreadable ``config.json``,
+    JSON that is invalid, too deep or of another format, heads that are not
+    safetensors or do not match the config) is a one-line :class:`ModelError`.
+    """
+    from . import safeio
+
     path = Path(path).expanduser()
-    if not path.is_dir():
+    if not path.exists():
         raise ModelError(f"model folder {path} does not exist", TRAIN_FIX)
+    if not path.is_dir():
+        raise ModelError(f"model folder {path} is not a folder", "pass the folder that holds config.json and "
+                         "heads.safetensors, or " + TRAIN_FIX)
     cfg_file = path / "config.json"
-    if not cfg_file.is_file():
+    if not os.path.lexists(cfg_file):
         raise ModelError(f"model folder {path} has no config.json", TRAIN_FIX)
-    if not (path / "heads.safetensors").is_file() and not (path / "heads.pt").is_file():
-        raise ModelError(f"model folder {path} has no heads.safetensors (or heads.pt)", TRAIN_FIX)
-    try:
-        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{cfg_file} is not valid JSON (line {getattr(exc, 'lineno', '?')})", TRAIN_FIX) from exc
+    _heads_file(path)  # fail on missing heads before reading anything else
+    text = safeio.read_text(cfg_file, what="model config", max_bytes=MAX_CONFIG_BYTES, error_cls=ModelError,
+                            fix=TRAIN_FIX)
+    raw = safeio.load_json(text, where=str(cfg_file), error_cls=ModelError, fix=TRAIN_FIX)
     cfg = ModelConfig.from_json(raw, where=str(cfg_file))
     adapter = None
     if cfg.adapter:
         adapter = path / cfg.adapter
         if not (adapter / "adapter_config.json").is_file():
             raise ModelError(f"model folder {path} names LoRA adapter {cfg.adapter!r} but {adapter}/adapter_config.json is missing", TRAIN_FIX)
+    heads = _read_heads(path, cfg)  # before the encoder: a bad heads file fails in milliseconds
     if encoder is None or adapter is not None:
         encoder = Encoder(cfg.encoder, max_length=cfg.max_length, adapter=adapter)
-    return Classifier(encoder, _read_heads(path, cfg), cfg, path=path)
+    return Classifier(encoder, heads, cfg, path=path)
 
 
 @functools.lru_cache(maxsize=4)

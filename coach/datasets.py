@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-import yaml
-
+from . import safeio
 from .errors import ConfigError, DataError
 from .events import LEVELS, SENTIMENTS  # noqa: F401  (re-exported for tests)
 
 DEV_SALT = "coach-dev-v1"
+MAX_SCHEMA_BYTES = 1 * safeio.MB
+MAX_DATA_BYTES = 1024 * safeio.MB  # the largest built-in file is under 10 MB
 
 
 @dataclass(frozen=True)
@@ -121,30 +122,55 @@ def _sentiment(value: Any, where: str) -> str | None:
 
 
 def load_schema(path: str | Path | None = None) -> LabelSchema:
-    """Read the label schema and mappings (``configs/labels.yaml`` by default)."""
+    """Read the label schema and mappings (``configs/labels.yaml`` by default).
+
+    Read through :mod:`coach.safeio` (a regular UTF-8 file of at most 1 MB, bounded
+    YAML); a wrong shape is a one-line ConfigError naming the key.
+    """
     from . import resources
     path = Path(path) if path else resources.locate(resources.LABELS)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"label schema {path} not found", "pass an existing labels YAML, or remove the override to use the packaged configs/labels.yaml") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML ({exc.__class__.__name__})", "fix the YAML syntax") from None
-    if tuple(raw.get("levels", LEVELS)) != LEVELS or tuple(raw.get("sentiments", SENTIMENTS)) != SENTIMENTS:
-        raise ConfigError(f"{path} lists labels that differ from coach.events", f"use levels {list(LEVELS)}")
+    default = resources.packaged(resources.LABELS)
+    fix = f"compare it with the packaged {default}"
+    text = safeio.read_text(path, what="label schema", max_bytes=MAX_SCHEMA_BYTES, error_cls=ConfigError,
+                            fix=f"pass an existing labels YAML, or remove the override to use {default}")
+    raw = safeio.load_yaml(text, where=f"label schema {path}", error_cls=ConfigError, fix=fix)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"label schema {path} must be a mapping with 'levels', 'sentiments' and 'sources'", fix)
+    levels, sentiments = raw.get("levels", LEVELS), raw.get("sentiments", SENTIMENTS)
+    if (not isinstance(levels, (list, tuple)) or tuple(levels) != LEVELS
+            or not isinstance(sentiments, (list, tuple)) or tuple(sentiments) != SENTIMENTS):
+        raise ConfigError(f"{path} lists labels that differ from coach.events",
+                          f"use levels {list(LEVELS)} and sentiments {list(SENTIMENTS)}")
+    sources = raw.get("sources") or {}
+    if not isinstance(sources, Mapping):
+        raise ConfigError(f"label schema {path}: 'sources' must map a source name to its settings", fix)
     maps: dict[str, dict[str, Target]] = {}
     lic: dict[str, str] = {}
     com: dict[str, bool] = {}
-    for name, spec in (raw.get("sources") or {}).items():
+    for name, spec in sources.items():
         where = f"{path}: sources.{name}"
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"{where} must be a mapping with licence, commercial_ok and map", fix)
+        table = spec.get("map") or {}
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}.map must map a raw label to {{level, sentiment, eval}}", fix)
+        name = str(name)
         lic[name] = str(spec.get("licence", ""))
         com[name] = bool(spec.get("commercial_ok", False))
-        maps[name] = {
-            str(k): Target(_levels((v or {}).get("level"), f"{where}.{k}"),
-                           _sentiment((v or {}).get("sentiment"), f"{where}.{k}"),
-                           _eval_level((v or {}).get("eval"), f"{where}.{k}"))
-            for k, v in (spec.get("map") or {}).items()
-        }
+        maps[name] = {}
+        for k, v in table.items():
+            if v is not None and not isinstance(v, Mapping):
+                raise ConfigError(f"{where}.map.{k} must be a mapping such as {{level: angry, sentiment: negative}}, "
+                                  f"got {v!r}"[:300], fix)
+            v = v or {}
+            try:
+                maps[name][str(k)] = Target(_levels(v.get("level"), f"{where}.{k}"),
+                                            _sentiment(v.get("sentiment"), f"{where}.{k}"),
+                                            _eval_level(v.get("eval"), f"{where}.{k}"))
+            except DataError as exc:
+                raise ConfigError(exc.cause, fix) from None
     return LabelSchema(maps, lic, com)
 
 
@@ -157,16 +183,13 @@ def dev_holdout(text: str, fraction: float) -> bool:
 # --- reading files ------------------------------------------------------------------
 
 def _read_text(path: Path) -> str:
-    """Whole file as UTF-8; bad bytes or absence -> DataError with the line."""
+    """Whole file as UTF-8 (a BOM is dropped); a bad path, type, size or byte -> DataError."""
+    data = safeio.read_bytes(path, what="data file", max_bytes=MAX_DATA_BYTES, error_cls=DataError,
+                             fix="check the path (built-in sets live under ../shared/data/text; set data_root)")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"data file {path} not found",
-                        "check the path (built-in sets live under ../shared/data/text; set data_root)") from None
-    except IsADirectoryError:
-        raise DataError(f"{path} is a folder, not a data file", "give the file's path") from None
-    try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x})",
@@ -174,6 +197,13 @@ def _read_text(path: Path) -> str:
     if not text.strip():
         raise DataError(f"{path} is empty", "give a file with a header line and labelled rows")
     return text
+
+
+_MAX_DEPTH = 16  # a row is a flat object; a little room for extra fields
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, str]]]:
@@ -193,9 +223,16 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{i}: invalid JSON ({exc.msg})", "write one JSON object per line") from None
+        except RecursionError:
+            raise DataError(f"{path}:{i}: JSON nested too deeply", "write one flat JSON object per line") from None
+        except ValueError as exc:
+            raise DataError(f"{path}:{i}: invalid JSON ({' '.join(str(exc).split(':')[0].split())})",
+                            "write one JSON object per line") from None
+        safeio.check_tree(obj, where=f"{path}:{i}", max_depth=_MAX_DEPTH, error_cls=DataError,
+                          fix="write one flat JSON object per line")
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{i}: expected a JSON object", "write one JSON object per line")
         yield i, obj
@@ -204,12 +241,8 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def _yaml_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """A YAML list of mappings (small hand-written sets); 'line' is the item number."""
     text = _read_text(path)
-    try:
-        items = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else "?"
-        raise DataError(f"{path}:{line}: invalid YAML", "write a list of mappings") from None
+    items = safeio.load_yaml(text, where=str(path), max_depth=_MAX_DEPTH, error_cls=DataError,
+                             fix="write a list of mappings")
     if not isinstance(items, list):
         raise DataError(f"{path} is not a YAML list of rows", "write one '- {text: ..., level: ...}' per row")
     for i, obj in enumerate(items, 1):
@@ -320,10 +353,10 @@ def _davidson(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example]
 
 def _threatgram(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example]:
     p = root / "threatgram" / "threatgram_train.json"
-    try:
-        rows = json.loads(_read_text(p))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{p}:{exc.lineno}: invalid JSON ({exc.msg})", "restore the ThreatGram file") from None
+    rows = safeio.load_json(_read_text(p), where=str(p), max_depth=_MAX_DEPTH, error_cls=DataError,
+                            fix="restore the ThreatGram file")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise DataError(f"{p} is not a JSON list of objects", "restore the ThreatGram file")
     names = {0: "none", 1: "nonviolent", 2: "violent"}
     for i, row in enumerate(rows):
         text = row.get("reply") or ""
@@ -379,15 +412,45 @@ class SourceSpec:
     def from_dict(cls, d: Mapping[str, Any] | str) -> "SourceSpec":
         if isinstance(d, str):
             return cls(name=d, kind=d if d in BUILTIN else "generic")
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"a data source is {d!r}"[:200], "give a source name or a mapping with name: and path:")
         valid = set(cls.__dataclass_fields__)
-        unknown = set(d) - valid
+        unknown = set(map(str, d)) - valid
         if unknown:
             raise ConfigError(f"unknown data source key(s) {sorted(unknown)}", f"valid keys: {', '.join(sorted(valid))}")
-        if "name" not in d:
+        if "name" not in d or not isinstance(d["name"], str) or not d["name"].strip():
             raise ConfigError("a data source has no name", "give each source a name (a built-in name or your own)")
         d = dict(d)
         d.setdefault("kind", d["name"] if d["name"] in BUILTIN else "generic")
-        return cls(**d)
+        spec = cls(**d)
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        """Types and ranges of the options (one-line ConfigError naming the source and key)."""
+        from . import resources
+        where = f"data source {self.name!r}"
+        fix = f"compare it with the data sources in {resources.packaged(resources.TRAIN_CONFIG)}"
+        for key in ("kind", "text_column", "licence"):
+            if not isinstance(getattr(self, key), str):
+                raise ConfigError(f"{where}: {key} must be a string, got {getattr(self, key)!r}", fix)
+        for key in ("path", "format", "level_column", "sentiment_column", "split_column"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{where}: {key} must be a string, got {value!r}", fix)
+        for key in ("commercial_ok", "train_only"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{where}: {key} must be true or false, got {getattr(self, key)!r}", fix)
+        if not isinstance(self.label_map, Mapping) or not all(
+                isinstance(v, Mapping) or v is None for v in self.label_map.values()):
+            raise ConfigError(f"{where}: label_map must be {{level: {{raw: label}}, sentiment: {{raw: label}}}}", fix)
+        try:
+            self.dev_fraction = safeio.number(self.dev_fraction, "dev_fraction", lo=0.0, hi=1.0)
+            self.weight = safeio.number(self.weight, "weight", lo=0.0)
+            if self.max_train is not None:
+                self.max_train = safeio.number(self.max_train, "max_train", lo=0, integer=True)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}", fix) from None
 
 
 def _generic(spec: SourceSpec, base: Path) -> Iterator[Example]:
@@ -458,7 +521,12 @@ def load_source(spec: SourceSpec | str, data_root: str | Path | None = None,
                           f"use generic or one of: {', '.join(BUILTIN)}")
     from . import resources
     root = Path(data_root) if data_root else resources.default_data_root()
-    rows = list(BUILTIN[spec.kind](root, schema or load_schema(), spec.dev_fraction))
+    schema = schema or load_schema()
+    if spec.kind not in schema.maps:
+        raise ConfigError(f"the label schema has no entry for built-in source {spec.kind!r}",
+                          f"add sources.{spec.kind} to your labels YAML (compare it with "
+                          f"{resources.packaged(resources.LABELS)})")
+    rows = list(BUILTIN[spec.kind](root, schema, spec.dev_fraction))
     if spec.name != spec.kind:
         rows = [dataclasses.replace(r, source=spec.name) for r in rows]
     return rows

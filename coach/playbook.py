@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import yaml
 
+from . import safeio
 from .errors import ConfigError
 from .events import Level, Prompt, ScoredUtterance, Speaker, TrajectoryState, Trend
 from .trajectory import TrajectoryOptions
@@ -90,9 +90,23 @@ def _level(v: Any) -> Level:
 
 
 def _float(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"expected a number, got {v!r}")
-    return float(v)
+    """Any finite number (NaN, .inf and 1e400-sized values are refused)."""
+    return safeio.number(v, "")
+
+
+def _nonneg(v: Any) -> float:
+    """A finite number >= 0 (seconds, words per minute, counts)."""
+    return safeio.number(v, "", lo=0.0)
+
+
+def _prob(v: Any) -> float:
+    """A probability or confidence, in [0, 1]."""
+    return safeio.number(v, "", lo=0.0, hi=1.0)
+
+
+def _similarity(v: Any) -> float:
+    """A cosine-similarity threshold, in [-1, 1]."""
+    return safeio.number(v, "", lo=-1.0, hi=1.0)
 
 
 def _bool(v: Any) -> bool:
@@ -119,7 +133,7 @@ def _speaker(v: Any) -> Speaker:
 def _level_prob(v: Any) -> tuple[Level, float]:
     if not isinstance(v, Mapping) or set(v) != {"level", "p"}:
         raise ValueError(f"expected {{level: NAME, p: NUMBER}}, got {v!r}")
-    return _level(v["level"]), _float(v["p"])
+    return _level(v["level"]), safeio.number(v["p"], "p", lo=0.0, hi=1.0)
 
 
 def _cust(ctx: CallContext) -> TrajectoryState | None:
@@ -154,7 +168,7 @@ CONDITIONS: dict[str, _CondSpec] = {
                                         doc="the customer reached this level at some point in the call"),
     "customer_trend": _CondSpec(_trend, lambda c, v: _cust(c) is not None and c.customer.trend in v,
                                 doc="rising, steady or falling (or a list)"),
-    "customer_risk_at_least": _CondSpec(_float, lambda c, v: _cust(c) is not None and c.customer.risk >= v,
+    "customer_risk_at_least": _CondSpec(_prob, lambda c, v: _cust(c) is not None and c.customer.risk >= v,
                                         doc="forecast probability of reaching angry or worse"),
     "customer_louder_db": _CondSpec(_float, lambda c, v: _cust(c) is not None and c.customer.loudness_rel_db is not None
                                     and c.customer.loudness_rel_db >= v,
@@ -162,11 +176,11 @@ CONDITIONS: dict[str, _CondSpec] = {
     "utterance_at_least": _CondSpec(_level_prob, lambda c, v: (u := _current_customer(c)) is not None
                                     and u.scores.at_least(v[0]) >= v[1],
                                     doc="this customer utterance is LEVEL or worse with probability >= p"),
-    "confident": _CondSpec(_float, lambda c, v: c.current is not None and c.current.utterance.confidence >= v,
+    "confident": _CondSpec(_prob, lambda c, v: c.current is not None and c.current.utterance.confidence >= v,
                            doc="the recogniser's word confidence for this utterance is at least this"),
-    "agent_wpm_above": _CondSpec(_float, lambda c, v: c.agent is not None and c.agent.words_per_minute is not None
+    "agent_wpm_above": _CondSpec(_nonneg, lambda c, v: c.agent is not None and c.agent.words_per_minute is not None
                                  and c.agent.words_per_minute > v, doc="agent speaking rate, words per minute"),
-    "agent_wpm_below": _CondSpec(_float, lambda c, v: c.agent is not None and c.agent.words_per_minute is not None
+    "agent_wpm_below": _CondSpec(_nonneg, lambda c, v: c.agent is not None and c.agent.words_per_minute is not None
                                  and c.agent.words_per_minute < v, doc="agent speaking rate, words per minute"),
     "agent_says": _CondSpec(str, lambda c, v: _current_agent(c) and v in c.current_phrases, True,
                             doc="the agent's utterance just finished contains a phrase of this set"),
@@ -176,16 +190,16 @@ CONDITIONS: dict[str, _CondSpec] = {
                                         doc="the agent used this phrase set since the customer got upset"),
     "agent_not_said_since_upset": _CondSpec(str, lambda c, v: not c.said_since_upset(v), True,
                                             doc="the agent has not used this phrase set since the customer got upset"),
-    "customer_vented_s": _CondSpec(_float, lambda c, v: c.vented_s >= v,
+    "customer_vented_s": _CondSpec(_nonneg, lambda c, v: c.vented_s >= v,
                                    doc="seconds of upset customer speech not yet paraphrased"),
-    "agent_paraphrases": _CondSpec(_float, lambda c, v: _current_agent(c) and c.paraphrase_score >= v,
+    "agent_paraphrases": _CondSpec(_similarity, lambda c, v: _current_agent(c) and c.paraphrase_score >= v,
                                    doc="encoder similarity of the agent's utterance to the customer's complaint"),
     "paraphrased_since_upset": _CondSpec(_bool, lambda c, v: (c.paraphrased_at is not None and c.episode_start is not None
                                                               and c.paraphrased_at >= c.episode_start) == v,
                                          doc="the agent restated the complaint since the customer got upset"),
-    "abusive_after_boundary": _CondSpec(_float, lambda c, v: c.boundary_at is not None and c.abusive_since_boundary >= v,
+    "abusive_after_boundary": _CondSpec(_nonneg, lambda c, v: c.boundary_at is not None and c.abusive_since_boundary >= v,
                                         doc="abusive customer utterances since the agent set a boundary"),
-    "agent_overlap_s": _CondSpec(_float, lambda c, v: _current_agent(c) and c.overlap_s >= v,
+    "agent_overlap_s": _CondSpec(_nonneg, lambda c, v: _current_agent(c) and c.overlap_s >= v,
                                  doc="seconds the agent talked over the customer's last utterance"),
 }
 
@@ -232,27 +246,62 @@ _TOP_KEYS = {"version", "defaults", "phrases", "prompts", "trajectory"}
 _DEFAULT_KEYS = {"cooldown_s", "max_open_s", "max_open", "severe_min_confidence", "min_word_conf", "vent_level"}
 
 
+MAX_BYTES = 1 * safeio.MB  # the shipped playbook is 9 KB
+
+# Allowed ranges of the numeric options, as keyword arguments of safeio.number.
+_POSITIVE = {"lo": 0.0, "lo_open": True}
+_NONNEG = {"lo": 0.0}
+_PROB = {"lo": 0.0, "hi": 1.0}
+_TRAJECTORY_RANGES: dict[str, dict[str, Any]] = {
+    "half_life_s": _POSITIVE,
+    "fast_half_life_s": _POSITIVE,
+    "prior_weight": _NONNEG,
+    "enter_p": _PROB,
+    "exit_p": _PROB,
+    "trend_margin": _NONNEG,
+    "min_confidence_weight": _PROB,
+    "wpm_window_s": _POSITIVE,
+    "wpm_min_words": {"lo": 1, "integer": True},
+    "loudness_baseline_utterances": {"lo": 1, "integer": True},
+}
+_DEFAULT_RANGES: dict[str, dict[str, Any]] = {
+    "cooldown_s": _NONNEG,
+    "max_open_s": _POSITIVE,
+    "max_open": {"lo": 1, "integer": True},
+    "severe_min_confidence": _PROB,
+    "min_word_conf": _PROB,
+}
+_RULE_RANGES: dict[str, dict[str, Any]] = {
+    "priority": {"lo": 0, "hi": 1000, "integer": True},
+    "cooldown_s": _NONNEG,
+    "max_open_s": _POSITIVE,
+    "max_per_call": {"lo": 0, "integer": True},
+}
+
+
 def load_playbook(path: str | Path | None = None) -> PlaybookConfig:
-    """Read and validate a playbook YAML; any problem is a one-line ConfigError."""
+    """Read and validate a playbook YAML; any problem is a one-line ConfigError.
+
+    ``check-config`` and ``replay`` both call this, so they accept and refuse the same
+    files. Reading goes through :mod:`coach.safeio` (regular files up to 1 MB, UTF-8,
+    bounded nesting and aliases); every number is checked against its range.
+    """
     from . import resources
     p = Path(path) if path is not None else resources.locate(resources.PLAYBOOK)
-    fix = (f"edit {p} (see the comments at its top), or compare it with the packaged default "
-           f"{resources.packaged(resources.PLAYBOOK)}")
-    if not p.is_file():
-        raise ConfigError(f"playbook {p} does not exist", "pass the path of an existing playbook YAML")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"playbook {p} is not UTF-8 text", fix) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise ConfigError(f"playbook {p} is not valid YAML{where}: {problem}", fix) from None
+    default = resources.packaged(resources.PLAYBOOK)
+    fix = f"edit {p} (see the comments at its top), or compare it with the packaged default {default}"
+    text = safeio.read_text(p, what="playbook", max_bytes=MAX_BYTES, error_cls=ConfigError,
+                            fix=f"pass the path of an existing playbook YAML, e.g. {default}")
+    raw = safeio.load_yaml(text, where=f"playbook {p}", error_cls=ConfigError, fix=fix)
     try:
         return _parse(raw, str(p))
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, OverflowError) as e:
         raise ConfigError(f"playbook {p}: {e}", fix) from None
+
+
+def _option(table: Mapping[str, Any], key: str, value: Any, where: str) -> Any:
+    """``value`` of numeric option ``key`` checked against its range; the error names both."""
+    return safeio.number(value, f"{where}{key}", **table.get(key, {}))
 
 
 def _unknown(keys: set, allowed: set, where: str) -> None:
@@ -269,6 +318,7 @@ def _parse(raw: Any, source: str) -> PlaybookConfig:
     if not isinstance(defaults, Mapping):
         raise ValueError("'defaults' must be a mapping")
     _unknown(set(defaults), _DEFAULT_KEYS, "defaults")
+    dflt = {k: _option(_DEFAULT_RANGES, k, defaults[k], "defaults.") for k in _DEFAULT_RANGES if k in defaults}
     phrases_raw = raw.get("phrases") or {}
     if not isinstance(phrases_raw, Mapping):
         raise ValueError("'phrases' must map a set name to a list of phrases")
@@ -282,9 +332,13 @@ def _parse(raw: Any, source: str) -> PlaybookConfig:
     if not isinstance(traj_raw, Mapping):
         raise ValueError("'trajectory' must be a mapping")
     _unknown(set(traj_raw), set(TrajectoryOptions.__dataclass_fields__), "trajectory")
-    trajectory = TrajectoryOptions(**{k: _float(v) if k != "wpm_min_words" else int(v) for k, v in traj_raw.items()})
+    trajectory = TrajectoryOptions(**{str(k): _option(_TRAJECTORY_RANGES, str(k), v, "trajectory.")
+                                      for k, v in traj_raw.items()})
+    if trajectory.exit_p > trajectory.enter_p:
+        raise ValueError(f"trajectory.exit_p ({trajectory.exit_p:g}) must be <= trajectory.enter_p "
+                         f"({trajectory.enter_p:g}): a level is left below exit_p after being entered at enter_p")
 
-    severe_conf = _float(defaults.get("severe_min_confidence", 0.3))
+    severe_conf = dflt.get("severe_min_confidence", 0.3)
     prompts = raw.get("prompts")
     if not isinstance(prompts, list) or not prompts:
         raise ValueError("'prompts' must be a non-empty list of prompt rules")
@@ -314,24 +368,25 @@ def _parse(raw: Any, source: str) -> PlaybookConfig:
         if severity is Severity.CRITICAL and not any(c.name == "confident" for c in open_when):
             # Severe prompts never fire on low-confidence words, whatever the YAML says.
             open_when = open_when + (Condition("confident", severe_conf),)
+        num = {k: _option(_RULE_RANGES, k, r[k], f"{where}: ") for k in _RULE_RANGES if k in r}
         rules.append(Rule(
             id=rid,
             text=text.strip(),
-            priority=int(_float(r.get("priority", 50))),
+            priority=num.get("priority", 50),
             severity=severity,
-            cooldown_s=_float(r.get("cooldown_s", defaults.get("cooldown_s", 30.0))),
-            max_open_s=_float(r.get("max_open_s", defaults.get("max_open_s", 45.0))),
+            cooldown_s=num.get("cooldown_s", dflt.get("cooldown_s", 30.0)),
+            max_open_s=num.get("max_open_s", dflt.get("max_open_s", 45.0)),
             open_when=open_when,
             close_when=close_when,
             better=str(r.get("better", "")),
-            max_per_call=int(_float(r.get("max_per_call", 0))),
+            max_per_call=num.get("max_per_call", 0),
         ))
     return PlaybookConfig(
         rules=tuple(rules),
         phrases=phrases,
         trajectory=trajectory,
-        max_open=int(_float(defaults.get("max_open", 2))),
-        min_word_conf=_float(defaults.get("min_word_conf", 0.3)),
+        max_open=dflt.get("max_open", 2),
+        min_word_conf=dflt.get("min_word_conf", 0.3),
         vent_levels=_level(defaults.get("vent_level", "frustrated")),
         source=source,
     )

@@ -32,9 +32,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-import yaml
 
 from . import datasets as ds
+from . import safeio
 from .classifier import PACKAGED_ENCODER, Classifier, EnsembleHeads, Encoder, Heads, ModelConfig, encoder_id
 from .errors import ConfigError
 from .events import LEVELS, SENTIMENTS
@@ -42,6 +42,46 @@ from .text import normalize_speech
 
 log = logging.getLogger(__name__)
 MODES = ("heads", "lora", "full")
+MAX_CONFIG_BYTES = 1 * safeio.MB
+
+# Allowed ranges of TrainArgs' numeric options (keyword arguments of safeio.number).
+_PROB = {"lo": 0.0, "hi": 1.0}
+_NUMERIC_OPTIONS: dict[str, dict[str, Any]] = {
+    "max_per_source": {"lo": 0, "integer": True},       # 0 = no cap
+    "max_dev_per_source": {"lo": 0, "integer": True},
+    "dev_fraction": _PROB,
+    "seed": {"lo": 0, "hi": 2**31 - 1, "integer": True},  # numpy seeds must fit 32 bits (seed + offsets)
+    "max_length": {"lo": 1, "hi": 512, "integer": True},  # MiniLM has 512 positions
+    "embed_batch_size": {"lo": 1, "integer": True},
+    "hidden": {"lo": 0, "hi": 65536, "integer": True},   # 0 = linear heads
+    "dropout": {"lo": 0.0, "hi": 1.0, "hi_open": True},
+    "epochs": {"lo": 1, "integer": True},
+    "batch_size": {"lo": 1, "integer": True},
+    "lr": {"lo": 0.0, "lo_open": True},
+    "weight_decay": {"lo": 0.0},
+    "patience": {"lo": 0, "integer": True},
+    "balance_power": {"lo": 0.0},
+    "sentiment_weight": {"lo": 0.0},
+    "tune_fraction": {"lo": 0.0, "hi": 0.5, "hi_open": True},
+    "threat_fpr_budget": _PROB,
+    "threat_min_precision": _PROB,
+    "abusive_max_angry": _PROB,
+    "ensemble": {"lo": 1, "hi": 64, "integer": True},
+    "lora_r": {"lo": 1, "integer": True},
+    "lora_alpha": {"lo": 1, "integer": True},
+    "lora_dropout": {"lo": 0.0, "hi": 1.0, "hi_open": True},
+    "lora_max_train": {"lo": 1, "integer": True},
+    "encoder_epochs": {"lo": 1, "integer": True},
+    "encoder_lr": {"lo": 0.0, "lo_open": True},
+    "threads": {"lo": 0, "hi": 1024, "integer": True},   # 0 or null = torch's default
+}
+_OPTIONAL = {"threads"}
+_BOOL_OPTIONS = ("exclude_noncommercial", "class_balance", "calibrate", "thresholds")
+
+
+def _default_config() -> Path:
+    from . import resources
+    return resources.packaged(resources.TRAIN_CONFIG)
 
 
 @dataclass
@@ -99,15 +139,17 @@ class TrainArgs:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "TrainArgs":
+        """Options from a YAML file (a regular file of at most 1 MB), then ``overrides``."""
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"training config {path} not found", "see configs/train/default.yaml") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML ({exc.__class__.__name__})", "fix the YAML syntax") from None
+        text = safeio.read_text(path, what="training config", max_bytes=MAX_CONFIG_BYTES, error_cls=ConfigError,
+                                fix=f"pass an existing training YAML, e.g. {_default_config()}")
+        raw = safeio.load_yaml(text, where=f"training config {path}", error_cls=ConfigError,
+                               fix=f"compare it with {_default_config()}")
+        if raw is None:
+            raw = {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must be a mapping of option: value", "see configs/train/default.yaml")
+            raise ConfigError(f"training config {path} must be a mapping of option: value",
+                              f"compare it with {_default_config()}")
         raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
         args = cls.from_dict(raw, where=str(path))
         args._base = path.resolve().parent  # generic data paths are relative to the config
@@ -116,7 +158,7 @@ class TrainArgs:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "training config") -> "TrainArgs":
         valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(valid))
+        unknown = sorted(str(k) for k in set(d) - set(valid))
         if unknown:
             raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}", f"valid options: {', '.join(valid)}")
         args = cls(**d)
@@ -124,23 +166,54 @@ class TrainArgs:
         return args
 
     def validate(self, where: str = "training config") -> None:
+        """Refuse option values of the wrong type or out of range (one line naming option and range).
+
+        Integer options given as ``3.0`` are stored as ``3``; NaN and infinities are refused.
+        """
+        fix = f"see {_default_config()} for the options and their values"
+        for key, spec in _NUMERIC_OPTIONS.items():
+            value = getattr(self, key)
+            if value is None and key in _OPTIONAL:
+                continue
+            try:
+                setattr(self, key, safeio.number(value, key, **spec))
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}", fix) from None
+        for key in _BOOL_OPTIONS:
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{where}: {key} must be true or false, got {getattr(self, key)!r}", fix)
+        for key in ("name", "mode", "encoder", "cache_dir", "output_dir", "data_root", "labels"):
+            value = getattr(self, key)
+            if value is None and key in ("output_dir", "data_root", "labels"):
+                continue
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{where}: {key} must be a non-empty string, got {value!r}", fix)
+        if self.name in (".", "..") or "/" in self.name or "\\" in self.name:
+            raise ConfigError(f"{where}: name {self.name!r} must be a plain name, not a path",
+                              "set output_dir for the folder and name for the model's name")
+        for key in ("sources", "eval_sources", "lora_targets"):
+            value = getattr(self, key)
+            if not isinstance(value, list):
+                raise ConfigError(f"{where}: {key} must be a list, got {type(value).__name__}", fix)
+            for item in value:
+                ok = isinstance(item, str) and item.strip() if key == "lora_targets" else (
+                    isinstance(item, dict) or (isinstance(item, str) and item.strip()))
+                if not ok:
+                    raise ConfigError(f"{where}: {key} holds {item!r}",
+                                      f"list source names, or mappings with a name (see {_default_config()})"
+                                      if key != "lora_targets" else "list module names such as query, key, value")
         if self.mode not in MODES:
             raise ConfigError(f"{where}: mode {self.mode!r} is not one of {', '.join(MODES)}", "set mode: heads")
         if self.mode == "full" and not torch.cuda.is_available():
             raise ConfigError(f"{where}: mode full fine-tunes the whole encoder and needs a GPU",
                               "use mode: heads or mode: lora on CPU")
-        for k in ("epochs", "batch_size", "max_length", "embed_batch_size"):
-            if int(getattr(self, k)) <= 0:
-                raise ConfigError(f"{where}: {k} must be positive", f"set {k} to a positive number")
         if not self.sources:
             raise ConfigError(f"{where}: no data sources", "list at least one source under sources:")
-        if not 0.0 <= float(self.tune_fraction) < 0.5:
-            raise ConfigError(f"{where}: tune_fraction must be in [0, 0.5)", "set e.g. tune_fraction: 0.1")
+        if self.mode == "lora" and not self.lora_targets:
+            raise ConfigError(f"{where}: lora_targets is empty", "list e.g. lora_targets: [query, key, value]")
         if self.thresholds and not self.tune_fraction:
             raise ConfigError(f"{where}: thresholds are tuned on the tuning split",
                               "set tune_fraction (e.g. 0.1) or thresholds: false")
-        if int(self.ensemble) < 1:
-            raise ConfigError(f"{where}: ensemble must be >= 1", "set ensemble: 1")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,21 +9,40 @@ Format (documented in README.md)::
 """
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Any
 
+from . import safeio
 from .errors import TranscriptError
 from .events import Speaker, Utterance, Word
 
 _FIX = "see 'Transcript format' in README.md"
+MAX_BYTES = 64 * safeio.MB  # a day of call transcript is a few MB
+MAX_SECONDS = 24 * 3600.0  # call times are seconds from the call start; a call is shorter than a day
+MAX_DEPTH = 64  # the format needs four levels; unknown fields may nest a little more
+
+
+def _show(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
 
 
 def _num(seg: dict, key: str, where: str) -> float:
+    """A call time: finite, non-negative and below a day (``1e400`` parses to inf)."""
     v = seg.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0:
-        raise TranscriptError(f"{where}: '{key}' must be a non-negative number of seconds, got {v!r}", _FIX)
-    return float(v)
+    ok = not isinstance(v, bool) and isinstance(v, (int, float))
+    if ok:
+        try:
+            f = float(v)
+        except OverflowError:
+            ok = False
+        else:
+            ok = math.isfinite(f) and 0.0 <= f < MAX_SECONDS
+    if not ok:
+        raise TranscriptError(f"{where}: '{key}' must be a number of seconds in [0, {MAX_SECONDS:.0f}), got {_show(v)}",
+                              _FIX)
+    return f
 
 
 def parse_transcript(raw: Any, source: str = "transcript") -> list[Utterance]:
@@ -38,7 +57,8 @@ def parse_transcript(raw: Any, source: str = "transcript") -> list[Utterance]:
         try:
             speaker = Speaker(str(seg.get("speaker", "")).lower())
         except ValueError:
-            raise TranscriptError(f"{where}: 'speaker' must be \"agent\" or \"customer\", got {seg.get('speaker')!r}", _FIX) from None
+            raise TranscriptError(f"{where}: 'speaker' must be \"agent\" or \"customer\", got {_show(seg.get('speaker'))}",
+                                  _FIX) from None
         start, end = _num(seg, "start", where), _num(seg, "end", where)
         if end < start:
             raise TranscriptError(f"{where}: 'end' ({end}) is before 'start' ({start})", _FIX)
@@ -53,10 +73,11 @@ def parse_transcript(raw: Any, source: str = "transcript") -> list[Utterance]:
             ww = f"{where} word {j + 1}"
             if not isinstance(w, dict) or not isinstance(w.get("word"), str):
                 raise TranscriptError(f"{ww} needs a 'word' string", _FIX)
-            conf = w.get("conf", 1.0)
-            if not isinstance(conf, (int, float)) or not 0.0 <= conf <= 1.0:
-                raise TranscriptError(f"{ww}: 'conf' must be between 0 and 1", _FIX)
-            words.append(Word(w["word"], _num(w, "start", ww), _num(w, "end", ww), float(conf)))
+            try:
+                conf = safeio.number(w.get("conf", 1.0), "'conf'", lo=0.0, hi=1.0)
+            except ValueError as exc:
+                raise TranscriptError(f"{ww}: {exc}", _FIX) from None
+            words.append(Word(w["word"], _num(w, "start", ww), _num(w, "end", ww), conf))
         if not text.strip():
             continue
         conf = sum(w.conf for w in words) / len(words) if words else 1.0
@@ -66,15 +87,15 @@ def parse_transcript(raw: Any, source: str = "transcript") -> list[Utterance]:
 
 
 def load_transcript(path: str | Path) -> list[Utterance]:
+    """Read, decode and validate a transcript file (see the module docstring for the format).
+
+    Goes through :mod:`coach.safeio`: FIFOs, devices, folders, files over 64 MB, non-UTF-8
+    bytes (a BOM is fine), NaN/Infinity, ``1e400`` and absurd nesting are one-line errors.
+    """
     p = Path(path)
-    if not p.is_file():
-        raise TranscriptError(f"transcript {p} does not exist", "check the path")
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise TranscriptError(f"transcript {p} is not UTF-8 text", _FIX) from None
-    except json.JSONDecodeError as e:
-        raise TranscriptError(f"transcript {p} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})", _FIX) from None
+    text = safeio.read_text(p, what="transcript", max_bytes=MAX_BYTES, error_cls=TranscriptError,
+                            fix="pass the path of a transcript .json file (see 'Transcript format' in README.md)")
+    raw = safeio.load_json(text, where=f"transcript {p}", max_depth=MAX_DEPTH, error_cls=TranscriptError, fix=_FIX)
     return parse_transcript(raw, str(p))
 
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import safe_text
+from .common import safe_text, status
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -32,10 +32,13 @@ def cmd_models(args: argparse.Namespace) -> int:
             sys.stderr.write(f"\r  {done / 1e6:6.1f} MB")
         sys.stderr.flush()
 
-    sys.stderr.write(f"coach: downloading {safe_text(args.name)} into {dest}\n")
-    path = vosk_models.download_model(args.name, dest, progress)
-    if tty:
-        sys.stderr.write("\n")
+    vosk_models.check_download_target(args.name, dest)  # a bad name or --dir fails before any output
+    sys.stderr.write(f"coach: downloading {safe_text(args.name)} into {safe_text(str(dest))}\n")
+    try:
+        path = vosk_models.download_model(args.name, dest, progress, report=status)
+    finally:
+        if tty:
+            sys.stderr.write("\n")
     sys.stdout.write(f"{path}\n")
     return 0
 

