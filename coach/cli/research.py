@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides[key.strip()] = safeio.load_yaml(value, where=f"--set {key.strip()}", max_depth=16,
                                                       fix="give a YAML value, e.g. --set lr=0.001")
         from .. import resources
-        config = args.config or resources.locate(resources.TRAIN_CONFIG)
+        config = resources.find(args.config) if args.config else resources.locate(resources.TRAIN_CONFIG)
         targs = TrainArgs.from_yaml(config, overrides)
         out = train(targs, progress=_progress)
     except CoachError as err:
@@ -58,9 +58,10 @@ def _eval_rows(data: str, max_per_source: int, seed: int) -> list:
 
     p = Path(data)
     if p.suffix in (".yaml", ".yml"):
+        from .. import resources
         from ..train import load_data
 
-        targs = TrainArgs.from_yaml(p)
+        targs = TrainArgs.from_yaml(resources.find(p))
         if max_per_source:
             targs.max_dev_per_source = max_per_source
         return load_data(targs)[1].rows   # exactly the dev rows training used
