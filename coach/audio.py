@@ -529,23 +529,6 @@ def open_call(
     return CallStream([reader], (Speaker.AGENT, Speaker.CUSTOMER), sr, info.warnings)
 
 
-def iter_call_blocks(
-    path: str | os.PathLike,
-    customer_path: str | os.PathLike | None = None,
-    *,
-    agent_channel: str | int = "left",
-    mono_speaker: str | Speaker = "customer",
-    sample_rate: int = 16000,
-    limits: AudioLimits = AudioLimits(),
-    block_s: float = BLOCK_S,
-) -> Iterator[dict[Speaker, np.ndarray]]:
-    """The whole call as consecutive ``{speaker: int16 block}`` dicts; files closed at the end."""
-    with open_call(path, customer_path, agent_channel=agent_channel, mono_speaker=mono_speaker,
-                   sample_rate=sample_rate, limits=limits) as call:
-        for blk in call.blocks(block_s):
-            yield dict(zip(call.speakers, blk))
-
-
 def load_call(
     path: str | os.PathLike,
     customer_path: str | os.PathLike | None = None,
@@ -615,5 +598,5 @@ def write_wav(path: str | os.PathLike, channels: Sequence[np.ndarray], sample_ra
 
 __all__ = [
     "AudioInfo", "AudioLimits", "BLOCK_S", "CallAudio", "CallStream", "StreamResampler", "chunk_audio",
-    "iter_call_blocks", "load_call", "open_call", "probe", "resample", "to_int16", "write_wav",
+    "load_call", "open_call", "probe", "resample", "to_int16", "write_wav",
 ]

@@ -26,6 +26,8 @@ from typing import Any, Callable
 
 import pytest
 
+from privileges import as_unprivileged
+
 from coach import safeio
 from coach.datasets import SourceSpec, load_schema, load_source
 from coach.errors import CoachError, ConfigError, DataError, ModelError, TranscriptError
@@ -143,31 +145,14 @@ def test_read_text_size_utf8_and_bom(tmp_path):
     assert safeio.read_text(bom, what="x", max_bytes=99) == "a: 1\n"
 
 
-
-
-def _as_unprivileged(code: str, path) -> str:
-    """Run ``code`` in Python without the right to read other people's files; its stdout.
-
-    Root reads files whatever their mode, so as root the child runs under util-linux
-    ``setpriv`` with the file-permission override capabilities dropped.
-    """
-    import subprocess
-    import sys
-    drop = "-dac_override,-dac_read_search"
-    wrap = ["setpriv", "--bounding-set", drop, "--inh-caps", drop] if os.geteuid() == 0 else []
-    proc = subprocess.run([*wrap, sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
 def test_read_text_permission_denied(tmp_path):
     p = tmp_path / "secret.yaml"
     p.write_text("a: 1\n")
     p.chmod(0)
-    out = _as_unprivileged(
+    out = as_unprivileged(
         "from coach import safeio\nfrom coach.errors import ConfigError\n"
         f"try:\n    safeio.read_text({str(p)!r}, what='playbook', max_bytes=99)\n"
-        "except ConfigError as e:\n    print(e)\n", p)
+        "except ConfigError as e:\n    print(e)\n")
     assert "permission denied" in out and "\n" not in out.strip()
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from privileges import as_unprivileged
 import soundfile as sf
 
 from coach.audio import (AudioLimits, StreamResampler, load_call, open_call, probe, resample, to_int16,
@@ -242,30 +244,13 @@ def test_zero_byte_file_is_empty(tmp_path):
     _assert_audio_error(p, "empty file", empty_ok=True)
 
 
-
-
-def _as_unprivileged(code: str, path) -> str:
-    """Run ``code`` in Python without the right to read other people's files; its stdout.
-
-    Root reads files whatever their mode, so as root the child runs under util-linux
-    ``setpriv`` with the file-permission override capabilities dropped.
-    """
-    import subprocess
-    import sys
-    drop = "-dac_override,-dac_read_search"
-    wrap = ["setpriv", "--bounding-set", drop, "--inh-caps", drop] if os.geteuid() == 0 else []
-    proc = subprocess.run([*wrap, sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
 def test_unreadable_file_says_permission(tmp_path):
     p = write_wav(tmp_path / "locked.wav", [noise(8000, 0.5, 1)], 8000)
     p.chmod(0)
-    out = _as_unprivileged(
+    out = as_unprivileged(
         "from coach.audio import probe\nfrom coach.errors import AudioError\n"
         f"try:\n    probe({str(p)!r})\n"
-        "except AudioError as e:\n    print(e)\n", p)
+        "except AudioError as e:\n    print(e)\n")
     assert "permission denied" in out and "\n" not in out.strip()
 
 
