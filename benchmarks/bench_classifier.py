@@ -41,12 +41,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
 
     from coach.classifier import load_classifier
     from coach.text import normalize_speech
 
-    clf = load_classifier(a.model)
+    clf = load_classifier(a.model)  # the shipped model (found in the package) unless --model
+    torch.set_num_threads(a.threads)  # after loading: the loader caps threads to its own default
     enc = clf.encoder
     texts = [UTTERANCES[i % len(UTTERANCES)] for i in range(a.n)]
     for t in texts[:20]:  # warm up both paths

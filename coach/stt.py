@@ -422,7 +422,9 @@ class PocketSphinxRecognizer:
     def finish(self) -> list[Utterance]:
         out: list[Partial | Utterance] = []
         if self._origin is not None and self._ep.in_speech:
-            speech = self._ep.end_stream(bytes(self._pending))
+            # A call that stops mid-speech exactly on a frame boundary leaves nothing
+            # pending, and PocketSphinx's end_stream refuses an empty buffer.
+            speech = self._ep.end_stream(bytes(self._pending) or bytes(2))
             self._on_speech(speech, [], out)
         if self._seg:
             utt = self._end_segment()

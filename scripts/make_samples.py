@@ -1,4 +1,7 @@
-"""Synthesise the three sample calls in ``examples/`` with espeak-ng.
+"""Synthesise the three sample calls with espeak-ng.
+
+The escalating call is the one ``coach demo`` replays, so it ships inside the package
+(``coach/examples/``); the calm and abusive calls live in the top-level ``examples/``.
 
 Each call is a stereo 16 kHz 16-bit PCM WAV (agent = LEFT channel, customer = RIGHT
 channel) plus a transcript JSON in the format ``coach replay`` accepts, with every
@@ -14,9 +17,9 @@ re-synthesise into a temporary folder and compare byte for byte with the committ
 files. The voices were chosen because PocketSphinx's bundled US-English model
 recognises them best of the espeak-ng variants (see examples/README.md).
 
-    python scripts/make_samples.py              # write examples/
-    python scripts/make_samples.py --out DIR    # write elsewhere
-    python scripts/make_samples.py --check      # verify examples/ is up to date
+    python scripts/make_samples.py              # write coach/examples/escalating.* and examples/{calm,abusive}.*
+    python scripts/make_samples.py --out DIR    # write all three into DIR instead
+    python scripts/make_samples.py --check      # verify the committed files are up to date
 """
 from __future__ import annotations
 
@@ -37,7 +40,9 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "examples"
+EXAMPLES = REPO / "examples"  # calm and abusive
+PACKAGE_EXAMPLES = REPO / "coach" / "examples"  # the demo call, shipped as package data
+IN_PACKAGE = frozenset({"escalating"})
 
 SAMPLE_RATE = 16000
 ESPEAK_RATE = 22050  # espeak-ng's native output rate; 16000/22050 = 320/441
@@ -278,31 +283,42 @@ def transcript_bytes(doc: dict) -> bytes:
     return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def write_all(out: Path) -> list[Path]:
+def home(name: str, out: Path | None = None) -> Path:
+    """Where call ``name`` is written: ``out`` if given, else its committed folder."""
+    if out is not None:
+        return out
+    return PACKAGE_EXAMPLES if name in IN_PACKAGE else EXAMPLES
+
+
+def write_all(out: Path | None = None) -> list[Path]:
+    """Render every call into ``out``, or each into its committed folder when ``out`` is None."""
     if shutil.which("espeak-ng") is None:
         raise SystemExit("make_samples: espeak-ng is not installed (apt-get install espeak-ng)")
-    out.mkdir(parents=True, exist_ok=True)
     version = espeak_version()
     written = []
     for name, spec in CALLS.items():
+        dest = home(name, out)
+        dest.mkdir(parents=True, exist_ok=True)
         wav, doc = render(name, spec, version)
         if len(wav) > MAX_BYTES:
             raise SystemExit(f"make_samples: {name}.wav would be {len(wav)} bytes (limit {MAX_BYTES}); "
                              "shorten the script")
-        (out / f"{name}.wav").write_bytes(wav)
-        (out / f"{name}.json").write_bytes(transcript_bytes(doc))
-        written += [out / f"{name}.wav", out / f"{name}.json"]
+        (dest / f"{name}.wav").write_bytes(wav)
+        (dest / f"{name}.json").write_bytes(transcript_bytes(doc))
+        written += [dest / f"{name}.wav", dest / f"{name}.json"]
         print(f"{name}: {doc['meta']['duration']:.1f} s, {len(doc['segments'])} turns, "
-              f"{len(wav) / 1e6:.2f} MB -> {out / name}.wav, {name}.json")
+              f"{len(wav) / 1e6:.2f} MB -> {dest / name}.wav, {name}.json")
     return written
 
 
-def check(committed: Path) -> int:
+def check(committed: Path | None = None) -> int:
+    """Re-render into a temp folder; 0 if every committed file (in ``committed``, or each
+    call's own folder when None) is byte-identical."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = write_all(Path(tmp))
         bad = []
         for f in fresh:
-            old = committed / f.name
+            old = home(f.stem, committed) / f.name
             if not old.is_file():
                 bad.append(f"{old} is missing")
             elif old.read_bytes() != f.read_bytes():
@@ -313,13 +329,16 @@ def check(committed: Path) -> int:
         print("make_samples --check: run 'python scripts/make_samples.py' to regenerate "
               "(a different espeak-ng version also changes the audio)", file=sys.stderr)
         return 1
-    print(f"make_samples --check: {committed} is up to date")
+    where = committed or f"{PACKAGE_EXAMPLES} and {EXAMPLES}"
+    print(f"make_samples --check: the samples in {where} are up to date")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: examples/)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="write all calls into this folder (default: escalating into coach/examples/, "
+                         "calm and abusive into examples/)")
     ap.add_argument("--check", action="store_true",
                     help="re-synthesise to a temporary folder and fail unless --out matches byte for byte")
     args = ap.parse_args(argv)

