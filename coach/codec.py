@@ -17,7 +17,9 @@ probabilities to 4, dB and words per minute to 1.
   ``started_at`` (ISO time).
 * ``utterance``: ``speaker``, ``start``, ``end`` (``t`` equals ``end``), ``text``,
   ``confidence`` (mean word confidence), ``words`` (list of ``{word, start, end,
-  conf}``), optional ``loudness_db`` (dBFS); for classified (customer) utterances also
+  conf}``), optional ``loudness_db`` (dBFS), optional ``voice`` (``loudness_db``,
+  ``speech_s``, ``snr_db``, ``pitch_hz``, ``pitch_range_st``, ``rate_sps``, and for the
+  customer only ``arousal``); for classified (customer) utterances also
   ``level`` (the most probable level of the written ``escalation``), ``escalation``
   (probability per level) and ``sentiment`` (probability per sentiment), all three
   together or none.
@@ -25,7 +27,8 @@ probabilities to 4, dB and words per minute to 1.
 * ``trajectory``: ``speaker``, ``escalation`` (smoothed expected level 0..4),
   ``sentiment`` (-1..1), ``state`` (level after hysteresis), ``trend`` (``rising``,
   ``steady``, ``falling``), ``peak`` (worst state so far), ``risk`` (forecast of
-  angry-or-worse), optional ``words_per_minute`` and ``loudness_rel_db``.
+  angry-or-worse), optional ``words_per_minute`` and ``loudness_rel_db``,
+  ``words_trusted``, optional ``word_trust``, ``arousal`` and ``driver``.
 * ``prompt_open`` / ``prompt_close``: ``speaker``, ``prompt`` (its id), ``text``,
   ``priority`` (integer), ``severity``, ``reason`` (for a close: what closed it).
 * ``call_end``: no other field (it belongs to no speaker).
@@ -62,6 +65,7 @@ from .events import (
     TrajectoryState,
     Trend,
     Utterance,
+    Voice,
     Word,
 )
 
@@ -159,6 +163,9 @@ def encode(ev: Event, wall: float) -> dict | None:
         }
         if u.loudness_db is not None:
             out["loudness_db"] = _num(u.loudness_db, 1)
+        if u.voice is not None:
+            out["voice"] = {k: _num(getattr(u.voice, k), nd) for k, nd in _VOICE_FIELDS
+                            if getattr(u.voice, k) is not None}
         if ev.scores is not None:
             esc = _probs(ev.scores.escalation)
             out["level"] = _level_of(esc)
@@ -185,6 +192,13 @@ def encode(ev: Event, wall: float) -> dict | None:
             out["words_per_minute"] = _num(ev.words_per_minute, 1)
         if ev.loudness_rel_db is not None:
             out["loudness_rel_db"] = _num(ev.loudness_rel_db, 1)
+        if ev.arousal is not None:
+            out["arousal"] = _num(ev.arousal, 3)
+        if ev.word_trust is not None:
+            out["word_trust"] = _num(ev.word_trust, 3)
+        out["words_trusted"] = bool(ev.words_trusted)
+        if ev.driver:
+            out["driver"] = ev.driver
         return out
     if isinstance(ev, Prompt):
         return {
@@ -321,8 +335,25 @@ def _utterance(obj: Mapping) -> Event:
         words=_words(obj),
         confidence=_float(obj, "confidence"),
         loudness_db=_opt_float(obj, "loudness_db"),
+        voice=_voice(obj),
     )
     return ScoredUtterance(u, _scores(obj))
+
+
+# Voice fields written (name, decimals); loudness_db, speech_s and snr_db are required.
+_VOICE_FIELDS = (("loudness_db", 1), ("speech_s", 2), ("snr_db", 1), ("pitch_hz", 1), ("pitch_range_st", 2),
+                 ("rate_sps", 2), ("arousal", 3))
+
+
+def _voice(obj: Mapping) -> Voice | None:
+    v = obj.get("voice")
+    if v is None:
+        return None
+    if not isinstance(v, Mapping):
+        raise _bad("utterance voice must be an object")
+    return Voice(loudness_db=_float(v, "loudness_db"), speech_s=_float(v, "speech_s"), snr_db=_float(v, "snr_db"),
+                 pitch_hz=_opt_float(v, "pitch_hz"), pitch_range_st=_opt_float(v, "pitch_range_st"),
+                 rate_sps=_opt_float(v, "rate_sps"), arousal=_opt_float(v, "arousal"))
 
 
 def _partial(obj: Mapping) -> Event:
@@ -341,7 +372,22 @@ def _trajectory(obj: Mapping) -> Event:
         words_per_minute=_opt_float(obj, "words_per_minute"),
         loudness_rel_db=_opt_float(obj, "loudness_rel_db"),
         risk=_float(obj, "risk"),
+        arousal=_opt_float(obj, "arousal"),
+        words_trusted=_opt_bool(obj, "words_trusted", True),
+        word_trust=_opt_float(obj, "word_trust"),
+        driver=_opt_str(obj, "driver", ""),
     )
+
+
+def _opt_bool(obj: Mapping, key: str, default: bool) -> bool:
+    v = obj.get(key, default)
+    if not isinstance(v, bool):
+        raise _bad(f"{obj.get('type', 'event')} field {key!r} must be true or false, got {v!r}")
+    return v
+
+
+def _opt_str(obj: Mapping, key: str, default: str) -> str:
+    return _str(obj, key) if key in obj else default
 
 
 def _prompt(opened: bool) -> Callable[[Mapping], Event]:

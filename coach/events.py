@@ -99,6 +99,25 @@ class Partial:
 
 
 @dataclass(frozen=True)
+class Voice:
+    """How an utterance sounded, measured from its audio alone (never from the words).
+
+    Levels are absolute; ``arousal`` (customer only, 0 calm .. 1 very aroused) compares
+    them with the speaker's own robust baseline and population norms. No arousal is
+    ever computed for the agent: inferring an employee's emotions at work is banned
+    (EU AI Act, Art. 5(1)(f)); the agent's voice yields behavioural cues only (pace).
+    """
+
+    loudness_db: float                      # RMS of the speech frames, dBFS
+    speech_s: float                         # seconds of speech frames in the utterance
+    snr_db: float                           # speech level over the channel's noise floor
+    pitch_hz: float | None = None           # median F0 of the voiced frames
+    pitch_range_st: float | None = None     # F0 spread, 90th - 10th percentile, semitones
+    rate_sps: float | None = None           # syllable nuclei per second of speech
+    arousal: float | None = None            # customer only
+
+
+@dataclass(frozen=True)
 class Utterance:
     """A finished stretch of speech from one speaker.
 
@@ -114,6 +133,7 @@ class Utterance:
     words: tuple[Word, ...] = ()
     confidence: float = 1.0
     loudness_db: float | None = None
+    voice: Voice | None = None
 
     @property
     def t(self) -> float:
@@ -170,6 +190,10 @@ class TrajectoryState:
     words_per_minute: float | None = None
     loudness_rel_db: float | None = None
     risk: float = 0.0  # forecast probability that the customer reaches 'angry' or worse soon
+    arousal: float | None = None  # customer: smoothed voice arousal 0..1 (never computed for the agent)
+    words_trusted: bool = True  # False: recent words are mostly misrecognised; word-based prompts pause
+    word_trust: float | None = None  # share of recent words heard confidently (0..1)
+    driver: str = ""  # what moved the customer's state: "words", "voice", "both" or ""
 
 
 @dataclass(frozen=True)
@@ -211,6 +235,6 @@ def event_to_json(ev: Event) -> dict | None:
 
 __all__ = [
     "AudioChunk", "CallEnd", "Event", "LEVELS", "Level", "Partial", "Prompt", "SENTIMENTS",
-    "ScoredUtterance", "Scores", "Speaker", "TrajectoryState", "Trend", "Utterance", "Word",
+    "ScoredUtterance", "Scores", "Speaker", "TrajectoryState", "Trend", "Utterance", "Voice", "Word",
     "event_to_json",
 ]

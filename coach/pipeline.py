@@ -15,6 +15,7 @@ seen. The pure parts (:class:`CoachCore`, :class:`Scorer`) are usable on their o
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 import queue
 import threading
@@ -49,6 +50,7 @@ class ReplayOptions:
     rate: float = 1.0
     chunk_s: float = CHUNK_S
     partials: bool = True
+    voice: bool = True  # measure each utterance's voice (arousal, pace) and drop noise
 
 
 class TextClassifier(Protocol):
@@ -68,14 +70,24 @@ def confident_text(u: Utterance, min_word_conf: float) -> str:
 
 
 class Scorer:
-    """Classifies customer utterances and embeds both sides, a batch at a time."""
+    """Classifies customer utterances and embeds both sides, a batch at a time.
 
-    def __init__(self, classifier: TextClassifier, min_word_conf: float = 0.3) -> None:
+    A customer turn is classified only when at least ``min_content`` confidently heard
+    content words remain (:func:`coach.text.trusted_text`): about 73 % of the words that
+    passed the old gate on the real call were stop-words, and the classifier calls such
+    fragments angry ("the" 0.59, "say the word" 0.79). Unscored turns still carry their
+    voice to the trajectory.
+    """
+
+    def __init__(self, classifier: TextClassifier, min_word_conf: float = 0.3, min_content: int = 2) -> None:
         self.clf = classifier
         self.min_word_conf = min_word_conf
+        self.min_content = min_content
 
     def score(self, utts: Sequence[Utterance]) -> list[tuple[ScoredUtterance, np.ndarray | None]]:
-        texts = [confident_text(u, self.min_word_conf) for u in utts]
+        from .text import trusted_text
+        texts = [(trusted_text(u, self.min_word_conf, self.min_content) or "") if u.speaker is Speaker.CUSTOMER
+                 else confident_text(u, self.min_word_conf) for u in utts]
         keep = [i for i, t in enumerate(texts) if t.strip()]
         emb: dict[int, np.ndarray] = {}
         scores: dict[int, Scores] = {}
@@ -98,7 +110,7 @@ class CoachCore:
     """
 
     def __init__(self, playbook: PlaybookConfig) -> None:
-        self.trajectories = {s: Trajectory(s, playbook.trajectory) for s in Speaker}
+        self.trajectories = {s: Trajectory(s, playbook.trajectory, playbook.min_word_conf) for s in Speaker}
         self.playbook = Playbook(playbook)
         self.t = 0.0
 
@@ -169,6 +181,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._merge: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE * 4)
+        self.dropped_noise = {s.value: 0 for s in Speaker}  # utterances the voice gate found to be noise
 
     def stop(self) -> None:
         self._stop.set()
@@ -221,6 +234,32 @@ class Pipeline:
         finally:
             source.close()
 
+    def _voice_tracker(self, speaker: Speaker):
+        """The channel's voice analyser, or None when voice cues are off."""
+        if not self.opt.voice:
+            return None
+        from .voice import VoiceTracker
+        return VoiceTracker(speaker=speaker)
+
+    def _emit_utterance(self, u: Utterance, voice, speaker: Speaker) -> None:
+        """Attach how the utterance sounded; drop it when the audio was not speech.
+
+        Line noise and noise bursts (-50 to -65 dBFS) used to become "utterances" such
+        as "whoa": the voice gate drops them here, before scoring and before any
+        baseline sees them. Arousal is measured for the customer only: the agent's
+        voice yields behavioural cues (pace), never an inferred emotion.
+        """
+        if voice is not None:
+            v = voice.measure(u.start, u.end)
+            if v is None or not voice.is_speech(v):
+                self.dropped_noise[speaker.value] += 1
+                return
+            if speaker is Speaker.CUSTOMER:
+                v = dataclasses.replace(v, arousal=voice.arousal(v))
+            voice.observe(v)
+            u = dataclasses.replace(u, voice=v, loudness_db=v.loudness_db)
+        self._put(self._merge, u)
+
     def _paced(self, source) -> bool:
         return self.opt.speed is Speed.REALTIME and not getattr(source, "live", False)
 
@@ -244,24 +283,34 @@ class Pipeline:
 
         def recognize(speaker: Speaker) -> Callable[[], None]:
             def run() -> None:
-                rec = self.engine.recognizer(speaker)  # it also measures each utterance's loudness
+                rec = self.engine.recognizer(speaker)
+                voice = self._voice_tracker(speaker)
                 q = queues[speaker]
-                while not self._stop.is_set():
-                    try:
-                        item = q.get(timeout=POLL_S)
-                    except queue.Empty:
-                        continue
-                    if isinstance(item, CallEnd):
-                        for u in rec.finish():
-                            self._put(self._merge, u)
-                        self._put(self._merge, _Watermark(speaker, item.t))
-                        self._put(self._merge, _Done(speaker))
-                        return
-                    for ev in rec.accept(item):
-                        if isinstance(ev, Partial) and not self.opt.partials:
+                try:
+                    while not self._stop.is_set():
+                        try:
+                            item = q.get(timeout=POLL_S)
+                        except queue.Empty:
                             continue
-                        self._put(self._merge, ev)
-                    self._put(self._merge, _Watermark(speaker, item.t + item.duration))
+                        if isinstance(item, CallEnd):
+                            for u in rec.finish():
+                                self._emit_utterance(u, voice, speaker)
+                            self._put(self._merge, _Watermark(speaker, item.t))
+                            self._put(self._merge, _Done(speaker))
+                            return
+                        if voice is not None:
+                            voice.feed(item)
+                        for ev in rec.accept(item):
+                            if isinstance(ev, Partial):
+                                if self.opt.partials:
+                                    self._put(self._merge, ev)
+                            else:
+                                self._emit_utterance(ev, voice, speaker)
+                        self._put(self._merge, _Watermark(speaker, item.t + item.duration))
+                finally:
+                    close = getattr(rec, "close", None)
+                    if close is not None:
+                        close()
             return run
 
         threads = [threading.Thread(target=self._guard(feed), name="coach-source", daemon=True)]

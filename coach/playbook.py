@@ -70,6 +70,7 @@ class CallContext:
     boundary_at: float | None = None
     abusive_since_boundary: int = 0
     overlap_s: float = 0.0  # how long the current agent utterance talked over the customer
+    customer_history: list[ScoredUtterance] = field(default_factory=list)  # recent scored customer turns
 
     def said_since_upset(self, name: str) -> bool:
         if self.episode_start is None:
@@ -128,6 +129,51 @@ def _speaker(v: Any) -> Speaker:
         return Speaker(str(v))
     except ValueError:
         raise ValueError(f"expected agent or customer, got {v!r}") from None
+
+
+@dataclass(frozen=True)
+class Corroboration:
+    """When a safety prompt may trust one utterance: see the ``corroborated`` condition."""
+
+    level: Level
+    p: float
+    within_s: float = 90.0  # a second customer utterance this recent at the same level
+    arousal: float = 0.6  # or the voice of this very utterance is this aroused
+    sure_p: float = 0.9  # or the words are unambiguous (P at least this) ...
+    sure_conf: float = 0.8  # ... and every content word was heard at least this confidently
+
+
+def _corroboration(v: Any) -> Corroboration:
+    if not isinstance(v, Mapping) or not {"level", "p"} <= set(v) or not set(v) <= set(Corroboration.__dataclass_fields__):
+        raise ValueError(f"expected {{level: NAME, p: NUMBER[, within_s, arousal, sure_p, sure_conf]}}, got {v!r}")
+    num = {k: safeio.number(v[k], k, lo=0.0, hi=1.0) for k in ("p", "arousal", "sure_p", "sure_conf") if k in v}
+    if "within_s" in v:
+        num["within_s"] = safeio.number(v["within_s"], "within_s", lo=0.0, hi=3600.0)
+    return Corroboration(level=_level(v["level"]), **num)
+
+
+def _corroborated(c: "CallContext", v: Corroboration) -> bool:
+    """The current customer utterance is at ``v.level`` with P >= ``v.p`` and something
+    backs it: a second such utterance within ``within_s``, an aroused voice, or words so
+    unambiguous and so clearly heard that one utterance is enough."""
+    u = _current_customer(c)
+    if u is None or u.scores is None or u.scores.at_least(v.level) < v.p:
+        return False
+    t = u.utterance.end
+    if any(o is not u and o.scores is not None and o.scores.at_least(v.level) >= v.p and t - o.utterance.end <= v.within_s
+           for o in c.customer_history):
+        return True
+    from .text import content_words
+    content = content_words(u.utterance.words, 0.0) if u.utterance.words else []
+    voice = u.utterance.voice
+    # An aroused voice backs the words only when there are words to back: with one
+    # half-heard content word ("say the words dead" for "dip", 0.59) an angry actress
+    # would otherwise page security.
+    heard = len([w for w in content if w.conf >= 0.5]) >= 2 or not u.utterance.words
+    if voice is not None and voice.arousal is not None and voice.arousal >= v.arousal and heard:
+        return True
+    sure = bool(content) and min(w.conf for w in content) >= v.sure_conf
+    return u.scores.at_least(v.level) >= v.sure_p and sure
 
 
 def _level_prob(v: Any) -> tuple[Level, float]:
@@ -199,9 +245,34 @@ CONDITIONS: dict[str, _CondSpec] = {
                                          doc="the agent restated the complaint since the customer got upset"),
     "abusive_after_boundary": _CondSpec(_nonneg, lambda c, v: c.boundary_at is not None and c.abusive_since_boundary >= v,
                                         doc="abusive customer utterances since the agent set a boundary"),
+    "customer_arousal_at_least": _CondSpec(_prob, lambda c, v: _cust(c) is not None and c.customer.arousal is not None
+                                          and c.customer.arousal >= v,
+                                          doc="the customer's voice arousal (smoothed, 0..1, from the audio) is at least this"),
+    "utterance_arousal_at_least": _CondSpec(_prob, lambda c, v: (u := c.current) is not None
+                                            and u.utterance.speaker is Speaker.CUSTOMER and u.utterance.voice is not None
+                                            and u.utterance.voice.arousal is not None and u.utterance.voice.arousal >= v,
+                                            doc="this customer utterance's voice arousal is at least this"),
+    "corroborated": _CondSpec(_corroboration, _corroborated,
+                              doc="{level, p[, within_s, arousal, sure_p, sure_conf]}: this customer utterance is "
+                                  "LEVEL or worse with P >= p AND a second such utterance came within within_s, or "
+                                  "its voice arousal >= arousal, or P >= sure_p with every content word heard at "
+                                  "confidence >= sure_conf"),
     "agent_overlap_s": _CondSpec(_nonneg, lambda c, v: _current_agent(c) and c.overlap_s >= v,
                                  doc="seconds the agent talked over the customer's last utterance"),
 }
+
+
+# Conditions that read what a speaker said (the recognised words), and whose words. A
+# prompt opening on them pauses while that speaker's transcript is unreliable; voice
+# and timing conditions carry on.
+WORD_CONDITIONS: dict[str, Speaker] = {
+    "utterance_at_least": Speaker.CUSTOMER, "corroborated": Speaker.CUSTOMER, "customer_vented_s": Speaker.CUSTOMER,
+    "abusive_after_boundary": Speaker.CUSTOMER, "agent_says": Speaker.AGENT, "agent_said_since_upset": Speaker.AGENT,
+    "agent_paraphrases": Speaker.AGENT,
+}
+# Not listed: agent_says_not and agent_not_said_since_upset claim nothing was said. On a
+# garbled agent channel they may prompt an apology already given, a cheap error next to
+# staying silent while the customer is upset.
 
 
 @dataclass(frozen=True)
@@ -227,6 +298,7 @@ class Rule:
     close_when: tuple[Condition, ...] = ()
     better: str = ""  # for phrase coaching: what to say instead
     max_per_call: int = 0  # 0 = no limit
+    uses_words: frozenset[Speaker] = frozenset()  # whose words it relies on; paused while those are unreliable
 
 
 @dataclass(frozen=True)
@@ -236,6 +308,7 @@ class PlaybookConfig:
     trajectory: TrajectoryOptions = TrajectoryOptions()
     max_open: int = 2  # non-critical prompts shown at once
     min_word_conf: float = 0.3  # words below this are dropped before classification
+    min_content_words: int = 2  # a customer turn is classified only with this many confident content words
     vent_levels: Level = Level.FRUSTRATED  # customer utterances at least this upset count as venting
     source: str = ""
 
@@ -243,7 +316,8 @@ class PlaybookConfig:
 _RULE_KEYS = {"id", "text", "priority", "severity", "cooldown_s", "max_open_s", "open_when", "close_when", "better",
               "max_per_call"}
 _TOP_KEYS = {"version", "defaults", "phrases", "prompts", "trajectory"}
-_DEFAULT_KEYS = {"cooldown_s", "max_open_s", "max_open", "severe_min_confidence", "min_word_conf", "vent_level"}
+_DEFAULT_KEYS = {"cooldown_s", "max_open_s", "max_open", "severe_min_confidence", "min_word_conf", "vent_level",
+                 "min_content_words"}
 
 
 MAX_BYTES = 1 * safeio.MB  # the shipped playbook is 9 KB
@@ -263,6 +337,11 @@ _TRAJECTORY_RANGES: dict[str, dict[str, Any]] = {
     "wpm_window_s": _POSITIVE,
     "wpm_min_words": {"lo": 1, "integer": True},
     "loudness_baseline_utterances": {"lo": 1, "integer": True},
+    "voice_weight": {"lo": 0.0, "hi": 10.0},
+    "voice_ceiling": _PROB,
+    "trust_window_s": _POSITIVE,
+    "min_word_trust": _PROB,
+    "trust_min_words": {"lo": 0, "integer": True},
 }
 _DEFAULT_RANGES: dict[str, dict[str, Any]] = {
     "cooldown_s": _NONNEG,
@@ -270,6 +349,7 @@ _DEFAULT_RANGES: dict[str, dict[str, Any]] = {
     "max_open": {"lo": 1, "integer": True},
     "severe_min_confidence": _PROB,
     "min_word_conf": _PROB,
+    "min_content_words": {"lo": 0, "hi": 50, "integer": True},
 }
 _RULE_RANGES: dict[str, dict[str, Any]] = {
     "priority": {"lo": 0, "hi": 1000, "integer": True},
@@ -380,6 +460,7 @@ def _parse(raw: Any, source: str) -> PlaybookConfig:
             close_when=close_when,
             better=str(r.get("better", "")),
             max_per_call=num.get("max_per_call", 0),
+            uses_words=frozenset(WORD_CONDITIONS[c.name] for c in open_when if c.name in WORD_CONDITIONS),
         ))
     return PlaybookConfig(
         rules=tuple(rules),
@@ -387,6 +468,7 @@ def _parse(raw: Any, source: str) -> PlaybookConfig:
         trajectory=trajectory,
         max_open=dflt.get("max_open", 2),
         min_word_conf=dflt.get("min_word_conf", 0.3),
+        min_content_words=int(dflt.get("min_content_words", 2)),
         vent_levels=_level(defaults.get("vent_level", "frustrated")),
         source=source,
     )
@@ -454,7 +536,10 @@ class Playbook:
         ctx.paraphrase_score = 0.0
         ctx.overlap_s = 0.0
         if u.speaker is Speaker.AGENT:
-            text = normalize_for_phrases(u.text)
+            # Phrase coaching reads only words heard confidently: "you need to" misheard at
+            # confidences 0.03-0.39 must not raise "avoid 'you have to'".
+            heard = " ".join(w.word for w in u.words if w.conf >= self.cfg.min_word_conf) if u.words else u.text
+            text = normalize_for_phrases(heard)
             ctx.current_phrases = frozenset(n for n, pats in self.cfg.phrases.items() if any(p.search(text) for p in pats))
             for name in ctx.current_phrases:
                 ctx.said.setdefault(name, []).append(u.end)
@@ -472,6 +557,8 @@ class Playbook:
             ctx.current_phrases = frozenset()
             ctx.last_customer = item
             if item.scores is not None:
+                ctx.customer_history.append(item)
+                del ctx.customer_history[:-20]
                 if item.scores.level >= self.cfg.vent_levels:
                     ctx.vent.append(item)
                     self._vent_emb.append(embedding)
@@ -505,6 +592,14 @@ class Playbook:
             sim += 0.1
         return sim
 
+    def _words_trusted(self, rule: Rule) -> bool:
+        """False while a speaker whose words the rule reads has an unreliable transcript."""
+        for who in rule.uses_words:
+            state = self.ctx.customer if who is Speaker.CUSTOMER else self.ctx.agent
+            if state is not None and not state.words_trusted:
+                return False
+        return True
+
     def _paraphrase_threshold(self) -> float:
         for r in self.cfg.rules:
             for c in r.close_when:
@@ -537,6 +632,8 @@ class Playbook:
                 continue
             if rule.max_per_call and self.count.get(rule.id, 0) >= rule.max_per_call:
                 continue
+            if not self._words_trusted(rule):
+                continue
             if not all(c.holds(ctx) for c in rule.open_when):
                 continue
             if rule.severity is not Severity.CRITICAL:
@@ -556,7 +653,16 @@ class Playbook:
 def _reason(rule: Rule, ctx: CallContext) -> str:
     parts = []
     if ctx.customer is not None:
-        parts.append(f"customer {ctx.customer.state.label}, {ctx.customer.trend.value}")
+        # Which evidence put the customer in this state: the timeline shows whether the
+        # words or the voice drove a prompt.
+        heard = {"words": "from the words", "voice": "from the voice", "both": "from words and voice"}.get(
+            ctx.customer.driver, "")
+        parts.append(f"customer {ctx.customer.state.label}, {ctx.customer.trend.value}" + (f", {heard}" if heard else ""))
+    cur = ctx.current
+    if (cur is not None and cur.utterance.voice is not None and cur.utterance.voice.arousal is not None
+            and any(c.name in ("utterance_arousal_at_least", "customer_arousal_at_least", "corroborated")
+                    for c in rule.open_when)):
+        parts.append(f"voice arousal {cur.utterance.voice.arousal:.2f}")
     if rule.better:
         parts.append(f"try: {rule.better}")
     if any(c.name.startswith("agent_wpm") for c in rule.open_when) and ctx.agent and ctx.agent.words_per_minute:

@@ -46,6 +46,7 @@ class Settings:
     trajectory: bool = False                # show the customer's trajectory in it
     progress: bool = False                  # progress bar (when the timeline is off)
     color: bool = False
+    processes: bool | None = None           # one recognizer process per channel (None: where it helps)
 
     def validate(self) -> "Settings":
         """Refuse impossible combinations with one-line errors; returns self."""
@@ -136,8 +137,12 @@ class Session:
         if not is_transcript:
             from .stt import SttOptions, open_engine
             self.status(f"loading speech engine ({s.engine})...")
-            self.engine = open_engine(SttOptions(engine=s.engine, vosk_model=s.vosk_model, partials=s.partials))
+            stt_options = SttOptions(engine=s.engine, vosk_model=s.vosk_model, partials=s.partials)
+            self.engine = open_engine(stt_options)
             self.status(f"speech engine: {self.engine.description}")
+            from .workers import ProcessEngine, wants_processes
+            if s.processes if s.processes is not None else wants_processes(self.engine):
+                self.engine = ProcessEngine(self.engine, stt_options)
             self.source = open_source(s.call, s.customer_file, agent_channel=s.agent_channel,
                                       mono_speaker=s.mono_speaker, sample_rate=self.engine.sample_rate)
             self.source.open()
@@ -182,7 +187,8 @@ class Session:
         self._sinks(bus)
         self.status(f"replaying {self.source.description}")
         bus.start()
-        self._pipeline = Pipeline(scorer=Scorer(self.classifier, self.playbook.min_word_conf), playbook=self.playbook,
+        self._pipeline = Pipeline(scorer=Scorer(self.classifier, self.playbook.min_word_conf,
+                                                self.playbook.min_content_words), playbook=self.playbook,
                                   sink=bus.publish, engine=self.engine, options=s.replay_options())
         if self._stop.is_set():
             self._pipeline.stop()

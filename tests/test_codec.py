@@ -299,3 +299,23 @@ def test_fifo_is_refused_without_blocking(tmp_path):
     fifo = tmp_path / "events.fifo"
     os.mkfifo(fifo)
     assert "not a regular file" in _reader_error(fifo)
+
+
+def test_voice_and_word_trust_fields_round_trip():
+    from coach.codec import dumps, loads
+    from coach.events import Voice
+    v = Voice(loudness_db=-21.34, speech_s=2.345, snr_db=24.0, pitch_hz=231.26, pitch_range_st=5.123,
+              rate_sps=4.456, arousal=0.7123)
+    u = Utterance(Speaker.CUSTOMER, 1.0, 3.5, "i want my money back", (), 0.8, -21.3, v)
+    line = dumps(ScoredUtterance(u, None), 4.0)
+    ev, wall = loads(line)
+    assert ev.utterance.voice.arousal == 0.712 and ev.utterance.voice.pitch_hz == 231.3 and wall == 4.0
+    assert dumps(ev, wall) == line
+    st = TrajectoryState(Speaker.CUSTOMER, 3.5, 1.2, -0.3, Level.FRUSTRATED, Trend.RISING, Level.FRUSTRATED,
+                         arousal=0.61, words_trusted=False, word_trust=0.2, driver="voice")
+    line = dumps(st, 4.0)
+    back, _ = loads(line)
+    assert (back.words_trusted, back.driver, back.arousal, back.word_trust) == (False, "voice", 0.61, 0.2)
+    assert dumps(back, 4.0) == line
+    agent = Utterance(Speaker.AGENT, 1.0, 2.0, "sure", (), 0.9, None, Voice(-20.0, 1.0, 20.0, rate_sps=4.0))
+    assert "arousal" not in dumps(ScoredUtterance(agent, None), 1.0)  # never an emotion on the agent

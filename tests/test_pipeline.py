@@ -61,6 +61,10 @@ class ScriptedEngine:
         return ScriptedRecognizer(speaker, self.scripts[speaker], self.delays[speaker])
 
 
+# Plumbing tests feed synthetic tones and silence, which the voice gate rightly drops.
+PLUMBING = ReplayOptions(voice=False)
+
+
 def Call(seconds):
     n = int(seconds * 16000)
     return ArraySource(np.zeros(n, np.int16), (np.sin(np.arange(n) / 5.0) * 3000).astype(np.int16), 16000)
@@ -69,14 +73,14 @@ def Call(seconds):
 def test_channels_are_merged_in_call_time_order_even_if_one_recognizer_lags():
     scripts = {
         Speaker.AGENT: [(0.0, 1.0, "hello how can i help"), (4.2, 5.0, "i am so sorry")],
-        Speaker.CUSTOMER: [(1.2, 4.0, "this is ridiculous again"), (5.2, 5.8, "thanks")],
+        Speaker.CUSTOMER: [(1.2, 4.0, "this is ridiculous, i am furious"), (5.2, 5.8, "thanks")],
     }
     events = []
     pipe = Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(), sink=events.append,
-                    engine=ScriptedEngine(scripts, {Speaker.AGENT: 0.0, Speaker.CUSTOMER: 0.002}))
+                    engine=ScriptedEngine(scripts, {Speaker.AGENT: 0.0, Speaker.CUSTOMER: 0.002}), options=PLUMBING)
     summary = pipe.run(Call(6.0))
     utts = [e.utterance for e in events if isinstance(e, ScoredUtterance)]
-    assert [u.text for u in utts] == ["hello how can i help", "this is ridiculous again", "i am so sorry", "thanks"]
+    assert [u.text for u in utts] == ["hello how can i help", "this is ridiculous, i am furious", "i am so sorry", "thanks"]
     assert all(isinstance(e, ScoredUtterance) and e.scores is None for e in events
                if isinstance(e, ScoredUtterance) and e.utterance.speaker is Speaker.AGENT)
     assert isinstance(events[-1], CallEnd)
@@ -90,7 +94,7 @@ def test_realtime_pacing_and_stop_do_not_hang():
     events = []
     pipe = Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(), sink=events.append,
                     engine=ScriptedEngine(scripts, {Speaker.AGENT: 0.0, Speaker.CUSTOMER: 0.0}),
-                    options=ReplayOptions(speed=Speed.REALTIME, rate=1.0))
+                    options=ReplayOptions(speed=Speed.REALTIME, rate=1.0, voice=False))
     threading.Timer(1.5, pipe.stop).start()
     t0 = time.monotonic()
     summary = pipe.run(Call(60.0))
@@ -108,16 +112,17 @@ def test_recognizer_errors_surface_to_the_caller():
             return rec
 
     pipe = Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(), sink=lambda e: None,
-                    engine=Boom({s: [] for s in Speaker}, {s: 0.0 for s in Speaker}))
+                    engine=Boom({s: [] for s in Speaker}, {s: 0.0 for s in Speaker}), options=PLUMBING)
     with pytest.raises(RuntimeError, match="decoder exploded"):
         pipe.run(Call(2.0))
 
 
 def test_transcript_replay_runs_same_coach(tmp_path):
     doc = {"segments": [
-        {"speaker": "customer", "start": 0.5, "end": 6.0, "text": "you stupid idiot", "words": [
+        {"speaker": "customer", "start": 0.5, "end": 2.0, "text": "you stupid idiot", "words": [
             {"word": "you", "start": 0.5, "end": 0.8}, {"word": "stupid", "start": 0.9, "end": 1.4},
             {"word": "idiot", "start": 1.5, "end": 2.0}]},
+        {"speaker": "customer", "start": 3.0, "end": 6.0, "text": "you are a useless moron"},
         {"speaker": "agent", "start": 6.5, "end": 9.0, "text": "i want to help you but let's keep this respectful"},
     ]}
     p = tmp_path / "call.json"
@@ -125,8 +130,9 @@ def test_transcript_replay_runs_same_coach(tmp_path):
     events = []
     Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(), sink=events.append).run(
         UtteranceListSource(load_transcript(p)))
-    prompts = [(e.prompt, e.opened) for e in events if isinstance(e, Prompt)]
-    assert ("set_boundary", True) in prompts and ("set_boundary", False) in prompts
+    prompts = [(e.prompt, e.opened, e.t) for e in events if isinstance(e, Prompt)]
+    # Safety prompts need corroboration: the second abusive turn (6.0 s) opens it, not the first.
+    assert ("set_boundary", True, 6.0) in prompts and ("set_boundary", False, 9.0) in prompts
 
 
 @pytest.mark.parametrize("doc, needle", [
@@ -168,7 +174,8 @@ def _threat_then_silence_playbook(tmp_path, max_open_s=40):
 
 def test_prompt_times_out_at_max_open_s_not_at_the_next_utterance(tmp_path):
     """A threat at 5 s and silence until 290 s: the prompt closes at 5 + 40 s."""
-    utts = [Utterance(Speaker.CUSTOMER, 2.0, 5.0, "i will kill you", (), 0.95),
+    utts = [Utterance(Speaker.CUSTOMER, 1.0, 3.0, "i will come and kill you", (), 0.95),
+            Utterance(Speaker.CUSTOMER, 3.5, 5.0, "i will come and kill you", (), 0.95),  # corroborated
             Utterance(Speaker.AGENT, 288.0, 290.0, "thank you for calling", (), 0.95)]
     events = []
     Pipeline(scorer=Scorer(KeywordClassifier()), playbook=_threat_then_silence_playbook(tmp_path),
@@ -183,7 +190,8 @@ def test_prompt_times_out_at_max_open_s_not_at_the_next_utterance(tmp_path):
 def test_paced_transcript_closes_the_prompt_on_time_in_wall_clock_too(tmp_path):
     """At 20x, the 3 s timeout after a threat at 1 s must be seen ~0.2 s of wall time later,
     not when the next utterance arrives (30 s of call = 1.5 s of wall)."""
-    utts = [Utterance(Speaker.CUSTOMER, 0.5, 1.0, "i will kill you", (), 0.95),
+    utts = [Utterance(Speaker.CUSTOMER, 0.2, 0.6, "i will come and kill you", (), 0.95),
+            Utterance(Speaker.CUSTOMER, 0.7, 1.0, "i will come and kill you", (), 0.95),
             Utterance(Speaker.AGENT, 29.0, 31.0, "thank you for calling", (), 0.95)]
     seen = []
     t0 = time.monotonic()
@@ -198,12 +206,12 @@ def test_paced_transcript_closes_the_prompt_on_time_in_wall_clock_too(tmp_path):
 def test_events_come_out_in_call_order_and_call_end_has_no_speaker():
     scripts = {
         Speaker.AGENT: [(0.0, 1.0, "hello how can i help"), (2.0, 9.0, "let me explain the long policy here")],
-        Speaker.CUSTOMER: [(1.2, 4.0, "this is ridiculous again"), (4.5, 5.8, "thanks")],
+        Speaker.CUSTOMER: [(1.2, 4.0, "this is ridiculous, i am furious"), (4.5, 5.8, "thanks")],
     }
     events = []
     Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(), sink=events.append,
              engine=ScriptedEngine(scripts, {Speaker.AGENT: 0.003, Speaker.CUSTOMER: 0.0}),
-             options=ReplayOptions(partials=True)).run(Call(10.0))
+             options=ReplayOptions(partials=True, voice=False)).run(Call(10.0))
     times = [getattr(e, "t") for e in events]
     assert times == sorted(times)
     assert any(isinstance(e, Partial) for e in events)  # partials go through the same merge
@@ -211,11 +219,11 @@ def test_events_come_out_in_call_order_and_call_end_has_no_speaker():
 
 
 def test_stop_ends_at_the_time_reached_and_closes_prompts():
-    scripts = {Speaker.AGENT: [], Speaker.CUSTOMER: [(0.5, 1.0, "you stupid idiot")]}
+    scripts = {Speaker.AGENT: [], Speaker.CUSTOMER: [(0.5, 1.0, "you stupid idiot"), (1.1, 1.4, "useless moron")]}
     events = []
     pipe = Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(), sink=events.append,
                     engine=ScriptedEngine(scripts, {Speaker.AGENT: 0.0, Speaker.CUSTOMER: 0.0}),
-                    options=ReplayOptions(speed=Speed.REALTIME, rate=1.0))
+                    options=ReplayOptions(speed=Speed.REALTIME, rate=1.0, voice=False))
     threading.Timer(2.0, pipe.stop).start()
     t0 = time.monotonic()
     summary = pipe.run(Call(245.0))
@@ -245,7 +253,7 @@ def test_an_error_still_closes_prompts_and_ends_the_call():
     scripts = {Speaker.AGENT: [], Speaker.CUSTOMER: [(0.5, 1.0, "you stupid idiot")]}
     with pytest.raises(RuntimeError, match="decoder exploded"):
         Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(), sink=events.append,
-                 engine=Boom(scripts, {s: 0.0 for s in Speaker})).run(Call(10.0))
+                 engine=Boom(scripts, {s: 0.0 for s in Speaker}), options=PLUMBING).run(Call(10.0))
     assert isinstance(events[-1], CallEnd) and 2.5 <= events[-1].t <= 3.5
     opened = {e.prompt for e in events if isinstance(e, Prompt) and e.opened}
     assert opened == {e.prompt for e in events if isinstance(e, Prompt) and not e.opened}

@@ -5,7 +5,7 @@ import pytest
 
 from coach.classifier import load_classifier
 from coach.errors import ConfigError
-from coach.events import Speaker, Utterance, Word
+from coach.events import Speaker, Utterance, Voice, Word
 from coach.pipeline import CoachCore, Scorer
 from coach import resources
 from coach.playbook import load_playbook, normalize_for_phrases, _phrase_pattern
@@ -20,7 +20,7 @@ def shipped_classifier():
 
 
 def run(segments, min_word_conf=0.3, classifier=None):
-    """Push (speaker, start, end, text[, conf]) frames through scoring + coach core.
+    """Push (speaker, start, end, text[, conf[, arousal]]) frames through scoring + coach core.
 
     Scored by the keyword double unless ``classifier`` (e.g. the shipped one) is given.
     """
@@ -35,7 +35,8 @@ def run(segments, min_word_conf=0.3, classifier=None):
             confs = [confs] * len(text.split())
         words = tuple(Word(w, start, end, c) for w, c in zip(text.split(), confs)) if len(seg) > 4 else ()
         conf = sum(confs) / len(confs) if len(seg) > 4 else 1.0
-        u = Utterance(Speaker(speaker), start, end, text, words, conf)
+        voice = Voice(-20.0, end - start, 30.0, arousal=seg[5]) if len(seg) > 5 else None
+        u = Utterance(Speaker(speaker), start, end, text, words, conf, voice=voice)
         for item, emb in scorer.score([u]):
             events += core.process(item, emb)
     events += core.finish()
@@ -114,26 +115,42 @@ def test_paraphrase_with_the_shipped_encoder(shipped_classifier, restatement):
     assert closes[0].reason == "agent_paraphrases" and closes[0].t == 29, closes[0]
 
 
-def test_call_security_needs_confident_words():
+def test_call_security_needs_confident_words_and_corroboration():
     threat = "i will come down there and hurt you"
-    opened, _ = run([("customer", 0, 3, threat, 0.95)])
-    assert "call_security" in ids(opened)
-    opened, _ = run([("customer", 0, 3, threat, 0.25)])  # misheard audio: words dropped, no alarm
-    assert "call_security" not in ids(opened)
+    again = "i will really hurt you badly"
+    opened, _ = run([("customer", 0, 3, threat, 0.95), ("customer", 4, 6, again, 0.95)])
+    assert "call_security" in ids(opened)  # a second threatening turn corroborates the first
+    opened, _ = run([("customer", 0, 3, threat, 0.95, 0.8)])
+    assert "call_security" in ids(opened)  # one threat in an aroused voice
+    opened, _ = run([("customer", 0, 3, threat, 0.95, 0.2)])
+    assert "call_security" not in ids(opened)  # one threat, calm voice, not unambiguous enough alone
+    opened, _ = run([("customer", 0, 3, threat, 0.25), ("customer", 4, 6, again, 0.25)])
+    assert "call_security" not in ids(opened)  # misheard audio: words dropped, no alarm
     # The threat words themselves were heard, but the utterance as a whole is mostly noise.
     mostly_noise = [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.35, 0.35]
-    opened, _ = run([("customer", 0, 3, threat, mostly_noise)])
+    opened, _ = run([("customer", 0, 3, threat, mostly_noise, 0.9)])
     assert "call_security" not in ids(opened)
+
+
+def test_one_unambiguous_clearly_heard_threat_is_enough(shipped_classifier):
+    """The exception to corroboration: unambiguous words, every content word heard clearly."""
+    threat = "i am going to kill you"
+    opened, _ = run([("customer", 0, 3, threat, 0.95)], classifier=shipped_classifier)
+    assert "call_security" in ids(opened)
+    opened, _ = run([("customer", 0, 3, threat, [0.95, 0.95, 0.95, 0.95, 0.6, 0.95])], classifier=shipped_classifier)
+    assert "call_security" not in ids(opened)  # "kill" itself heard at 0.6: wait for more
 
 
 def test_set_boundary_then_end_or_escalate_when_abuse_continues():
     opened, closed = run([
         ("customer", 0, 3, "you are a stupid idiot"),
-        ("agent", 3.5, 6, "i want to help you but let's keep this respectful"),
-        ("customer", 6.5, 9, "you useless moron"),
-        ("customer", 9.5, 12, "stupid idiot"),
+        ("customer", 3.2, 5, "useless moron"),  # the second abusive turn corroborates the first
+        ("agent", 5.5, 8, "i want to help you but let's keep this respectful"),
+        ("customer", 8.5, 11, "you useless moron"),
+        ("customer", 11.5, 14, "stupid idiot"),
     ])
-    assert ids(opened)[:1] == ["set_boundary"]
+    critical = [p for p in opened if p.severity == "critical"]
+    assert critical[0].prompt == "set_boundary" and critical[0].t == 5
     assert any(c.prompt == "set_boundary" and c.reason == "agent_says" for c in closed)
     assert "end_or_escalate" in ids(opened)
 

@@ -3,4 +3,5 @@ import sys
 
 from . import main
 
-sys.exit(main())
+if __name__ == "__main__":  # recognizer processes are spawned: they must not rerun the CLI
+    sys.exit(main())
