@@ -10,7 +10,8 @@ import soundfile as sf
 
 from coach.classifier import load_classifier
 from coach.events import CallEnd, Level, Prompt, ScoredUtterance, Speaker, TrajectoryState
-from coach.pipeline import Pipeline, Scorer, confident_text
+from coach.text import trusted_text
+from coach.pipeline import Pipeline, Scorer
 from coach.playbook import load_playbook
 from coach.sources import FileSource, TranscriptSource, TwoFileSource
 from coach.stt import SttOptions, open_engine
@@ -108,12 +109,15 @@ def test_real_8khz_contact_centre_call(engine, scorer, shared_data, tmp_path):
     for u in utts:
         assert 0.0 <= u.utterance.start < u.utterance.end <= EXCERPT_S + 0.05
     # Narrowband audio is recognised with low confidence, so the coach trusts few words:
-    # a customer utterance is classified exactly when some of its words are confident
-    # enough, and the agent is never classified.
+    # a customer utterance is classified exactly when enough confidently heard content
+    # words remain (coach.text.trusted_text), and the agent is never classified.
     assert sum(u.utterance.confidence for u in utts) / len(utts) < 0.45
+    min_content = load_playbook().min_content_words
     for u in per_speaker[Speaker.CUSTOMER]:
-        assert (u.scores is None) == (not confident_text(u.utterance, min_conf).strip()), u.utterance.text
-    assert any(u.scores is not None for u in per_speaker[Speaker.CUSTOMER])
+        assert (u.scores is None) == (trusted_text(u.utterance, min_conf, min_content) is None), u.utterance.text
+    # Most of this real call's customer words are misheard: few turns reach the classifier.
+    scored = sum(u.scores is not None for u in per_speaker[Speaker.CUSTOMER])
+    assert scored <= len(per_speaker[Speaker.CUSTOMER]) // 2
     assert all(u.scores is None for u in per_speaker[Speaker.AGENT])
     times = [event_time(e) for e in events]
     assert times == sorted(times), "events are not in call order"
