@@ -29,7 +29,7 @@ import threading
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -529,16 +529,9 @@ def open_call(
     return CallStream([reader], (Speaker.AGENT, Speaker.CUSTOMER), sr, info.warnings)
 
 
-def load_call(
-    path: str | os.PathLike,
-    customer_path: str | os.PathLike | None = None,
-    *,
-    agent_channel: str | int = "left",
-    mono_speaker: str | Speaker = "customer",
-    sample_rate: int = 16000,
-    limits: AudioLimits = AudioLimits(),
-) -> CallAudio:
-    """Load a call recording as agent/customer channels at ``sample_rate``.
+def load_call(path: str | os.PathLike, customer_path: str | os.PathLike | None = None, **options: Any) -> CallAudio:
+    """Load a call recording as agent/customer channels at ``sample_rate``; ``options``
+    are :func:`open_call`'s (``agent_channel``, ``mono_speaker``, ``sample_rate``, ``limits``).
 
     - one mono file: it is ``mono_speaker``'s channel; the other is None.
     - one stereo file: ``agent_channel`` ("left"/"right" or 0/1) is the agent, the
@@ -549,8 +542,7 @@ def load_call(
     Built on :func:`open_call`, so the only whole-call memory is the int16 result
     (about 115 MB per stereo hour at 16 kHz); prefer streaming for long calls.
     """
-    with open_call(path, customer_path, agent_channel=agent_channel, mono_speaker=mono_speaker,
-                   sample_rate=sample_rate, limits=limits) as call:
+    with open_call(path, customer_path, **options) as call:
         outs = [np.zeros(call.frames, np.int16) for _ in call.speakers]
         pos = 0
         for blk in call.blocks():

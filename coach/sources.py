@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Literal, Protocol, runtime_checkable
+from typing import Any, Iterator, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -303,16 +303,11 @@ class UtteranceListSource:
         pass
 
 
-def open_source(
-    call: str | os.PathLike,
-    customer_file: str | os.PathLike | None = None,
-    *,
-    agent_channel: str | int = "left",
-    mono_speaker: str | Speaker = "customer",
-    sample_rate: int = 16000,
-    limits: AudioLimits = AudioLimits(),
-) -> AudioSource | UtteranceSource:
-    """The source for a call given on the command line, already opened.
+def open_source(call: str | os.PathLike, customer_file: str | os.PathLike | None = None,
+                **options: Any) -> AudioSource | UtteranceSource:
+    """The source for a call given on the command line, already opened. ``options`` are
+    :func:`coach.audio.open_call`'s (``agent_channel``, ``mono_speaker``, ``sample_rate``,
+    ``limits``); a two-file call takes no channel map.
 
     ``.json`` is a transcript (:func:`coach.transcript.looks_like_transcript`), anything
     else audio: one file, or agent + customer files. Opening validates the input here,
@@ -332,10 +327,10 @@ def open_source(
         if looks_like_transcript(customer_file):
             raise AudioError(f"customer file {customer_file} is a transcript, not audio",
                              "pass the customer's recording, or the transcript alone as the call")
-        src = TwoFileSource(call, customer_file, sample_rate=sample_rate, limits=limits)
+        two = {k: v for k, v in options.items() if k in ("sample_rate", "limits")}
+        src = TwoFileSource(call, customer_file, **two)
     else:
-        src = FileSource(call, agent_channel=agent_channel, mono_speaker=mono_speaker,
-                         sample_rate=sample_rate, limits=limits)
+        src = FileSource(call, **options)
     src.open()
     return src
 
