@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_classifier.py
 	$(BIN)/python benchmarks/bench_memory.py --pipeline
+	$(BIN)/python benchmarks/bench_voice.py
+	$(BIN)/python benchmarks/bench_lag.py
 
 samples: $(STAMP)
 	$(BIN)/python scripts/make_samples.py

@@ -41,6 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .. import resources
         config = resources.find(args.config) if args.config else resources.locate(resources.TRAIN_CONFIG)
         targs = TrainArgs.from_yaml(config, overrides)
+        _progress(f"training from {config} (loading the encoder and data first)...")
         out = train(targs, progress=_progress)
     except CoachError as err:
         return _fail(err)
@@ -89,7 +90,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_rows
 
     try:
+        _progress(f"loading classifier ({args.model or 'escalation-minilm'})...")
         clf = load_classifier(args.model)
+        _progress(f"loading dev rows from {args.data}...")
         rows = _eval_rows(args.data, args.max_per_source, args.seed)
         if not rows:
             raise DataError(f"{args.data} has no dev rows", "give data with a dev split or a labelled file")
@@ -214,6 +217,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     except CoachError as err:
         return _fail(err)
     try:
+        _progress(f"loading classifier ({args.model or 'escalation-minilm'})...")
         clf = load_classifier(args.model)
     except CoachError as err:
         if owned:
