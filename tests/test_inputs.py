@@ -87,10 +87,12 @@ def assert_cli_error(proc: subprocess.CompletedProcess, *phrases: str) -> str:
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("coach: error:"), proc.stderr
+    errors = [ln for ln in lines if ln.startswith("coach: error:")]
+    # exactly one error line; anything else is a "coach: ..." status line (what is loading)
+    assert len(errors) == 1 and all(ln.startswith("coach: ") for ln in lines), proc.stderr
     for p in phrases:
-        assert p in lines[0], lines[0]
-    return lines[0]
+        assert p in errors[0], errors[0]
+    return errors[0]
 
 
 def special(kind: str, tmp_path: Path) -> Path:
