@@ -128,8 +128,9 @@ def test_cli_classify_keeps_order_and_blank_lines(monkeypatch) -> None:
 def test_cli_classify_bad_model(monkeypatch, tmp_path: Path, capsys) -> None:
     code, out = _run(["classify", "--model", str(tmp_path / "missing")], "hi\n", monkeypatch)
     assert code == 2 and out == ""
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("coach: error:"), err
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    err = [line for line in lines if line.startswith("coach: error:")]
+    assert len(err) == 1 and all(line.startswith("coach: ") for line in lines), lines  # status lines allowed
     assert str(tmp_path / "missing") in err[0] and "coach train" in err[0]
 
 
