@@ -27,6 +27,10 @@ from .events import AudioChunk, Partial, Speaker, Utterance
 
 def _serve(conn: Any, options: Any, speaker: Speaker) -> None:  # pragma: no cover - runs in the child
     """The child's loop: one recognizer, driven over ``conn`` until it closes."""
+    import signal
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides how the
+    # run ends (it closes the pipe), so the child must not die with a traceback first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         from .stt import open_engine
         rec = open_engine(options).recognizer(speaker)

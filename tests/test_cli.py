@@ -206,3 +206,25 @@ def test_stopping_a_paced_replay_is_quick_and_ends_the_events_file(tmp_path, sig
     opened = [e.prompt for e, _ in f.events if isinstance(e, Prompt) and e.opened]
     closed = [e.prompt for e, _ in f.events if isinstance(e, Prompt) and not e.opened]
     assert sorted(opened) == sorted(closed)
+
+
+def test_ctrl_c_on_a_terminal_stops_an_audio_replay_cleanly(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group, recognizer processes included."""
+    from coach import resources
+    out = tmp_path / "ev.jsonl"
+    proc = subprocess.Popen([*COACH, "replay", str(resources.locate(resources.DEMO_CALL)), "--speed", "realtime",
+                             "--engine", "pocketsphinx", "--events", str(out)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if out.exists() and out.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)
+    t_sig = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t_sig < 2.0, err
+    assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err
+    end = read_events(out).events[-1][0]
+    assert isinstance(end, CallEnd) and end.t < 30.0
