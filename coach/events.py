@@ -220,21 +220,7 @@ class CallEnd:
 Event = AudioChunk | Partial | Utterance | ScoredUtterance | TrajectoryState | Prompt | CallEnd
 
 
-def event_to_json(ev: Event) -> dict | None:
-    """The JSON-lines form of an event without its wall time; kept for old callers.
-
-    Deprecated: use :func:`coach.codec.encode`, the one codec that also reads files back.
-    """
-    from .codec import encode
-
-    out = encode(ev, 0.0)
-    if out is not None:
-        del out["wall"]
-    return out
-
-
 __all__ = [
     "AudioChunk", "CallEnd", "Event", "LEVELS", "Level", "Partial", "Prompt", "SENTIMENTS",
     "ScoredUtterance", "Scores", "Speaker", "TrajectoryState", "Trend", "Utterance", "Voice", "Word",
-    "event_to_json",
 ]

@@ -5,10 +5,13 @@ Threads and bounded queues, one job each (the vosk/pipecat pattern):
 * a **source** thread cuts the call into :class:`AudioChunk` s (paced in real time, or
   as fast as the recognizers take them) and does nothing else; the live source will
   be an audio callback doing the same;
-* one **recognizer** thread per channel feeds its own recognizer from the shared model;
+* one **recognizer** thread per channel feeds its own recognizer (in a child process
+  where the engine holds the GIL, :mod:`coach.workers`) and measures each utterance's
+  voice, dropping noise;
 * one **coach** thread merges both channels in call-time order (a channel's utterance
-  is released only once the other channel's recognizer has caught up to it), scores
-  customer utterances in batches, updates the trajectories and runs the playbook.
+  is released only once the other channel's recognizer has caught up to it), ticks the
+  call clock at least every ``TICK_S`` of call time, scores customer utterances in
+  batches, updates the trajectories and runs the playbook.
 
 Replay and live differ only in the source, so QA sees exactly what an agent would have
 seen. The pure parts (:class:`CoachCore`, :class:`Scorer`) are usable on their own.
@@ -21,15 +24,18 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 
 from .errors import CoachError
-from .events import (AudioChunk, CallEnd, Event, Partial, Prompt, ScoredUtterance, Scores, Speaker,
+from .events import (CallEnd, Event, Partial, Prompt, ScoredUtterance, Scores, Speaker,
                      TrajectoryState, Utterance)
 from .playbook import Playbook, PlaybookConfig
 from .trajectory import Trajectory
+
+if TYPE_CHECKING:
+    from .sources import AudioSource, UtteranceSource
 
 CHUNK_S = 0.1  # 100 ms chunks: small enough for timely partials, large enough to be cheap
 QUEUE_SIZE = 64

@@ -120,14 +120,14 @@ class Session:
         from .audio import probe
         from .playbook import load_playbook
         from .sinks import check_events_path
-        from .sources import TranscriptSource, open_source
+        from .sources import open_source
+        from .transcript import looks_like_transcript
 
         s = self.settings
         self.playbook = load_playbook(s.playbook)
-        is_transcript = Path(s.call).suffix.lower() == ".json"
+        is_transcript = looks_like_transcript(s.call)
         if is_transcript:
-            self.source = open_source(s.call, s.customer_file)
-            self.source.open()
+            self.source = open_source(s.call, s.customer_file)  # opened: parsed and validated
         else:
             for p in (s.call, s.customer_file):
                 if p is not None:
@@ -141,18 +141,17 @@ class Session:
             self.engine = open_engine(stt_options)
             self.status(f"speech engine: {self.engine.description}")
             from .workers import ProcessEngine, wants_processes
-            if s.processes if s.processes is not None else wants_processes(self.engine):
+            processes = wants_processes(self.engine) if s.processes is None else s.processes
+            if processes:
                 self.engine = ProcessEngine(self.engine, stt_options)
             self.source = open_source(s.call, s.customer_file, agent_channel=s.agent_channel,
                                       mono_speaker=s.mono_speaker, sample_rate=self.engine.sample_rate)
-            self.source.open()
         assert self.source is not None
         for w in self.source.warnings:
             self.status(f"warning: {w}")
         self.status(f"loading classifier ({s.model or 'escalation-minilm'})...")
         from .classifier import load_classifier
         self.classifier = load_classifier(s.model)
-        self._transcript = isinstance(self.source, TranscriptSource)
         return self
 
     def _sinks(self, bus: Bus) -> None:
@@ -196,7 +195,6 @@ class Session:
             summary = self._pipeline.run(self.source)
         finally:
             reports = bus.close(timeout=1.5)
-            self._reports = reports
         return SessionResult(summary, reports, self.events_path, self._jsonl.count if self._jsonl else 0)
 
     def stop(self) -> None:

@@ -139,7 +139,7 @@ class Trajectory:
         trusted: an utterance whose words were confidently heard moves the state by its
         text scores; one whose words failed (8 kHz phone audio through the offline engine
         is mostly misrecognised) moves it by the customer's voice arousal instead. Voice
-        alone can raise the state to angry at most: abuse and threats need words.
+        alone speaks only to "frustrated or worse": anger, abuse and threats need words.
         """
         u = item.utterance
         t = u.end
@@ -166,51 +166,40 @@ class Trajectory:
             del self.loudness[:-self.opt.loudness_baseline_utterances]
         dur = max(u.end - u.start, 0.5)
         length = min(1.0, 0.4 + dur / 5.0)
-        w_text = 0.0
-        cum_text = cum_voice = None
+        cum, w, driver = None, 0.0, "words"  # this utterance's evidence: P(level >= L), its weight
         if item.scores is not None:
             # Confidence and length both weigh an utterance: a long, clearly heard rant
-            # should move the average more than a misheard two-word fragment.
+            # should move the average more than a misheard two-word fragment. While this
+            # speaker's transcript is unreliable, the words that did pass the gate are
+            # likely misheard too: they count a quarter as much.
             trust = max(u.confidence, self.opt.min_confidence_weight)
-            # While this speaker's transcript is unreliable, the words that did pass the
-            # gate are likely misheard too: they count a quarter as much.
-            w_text = trust * length * (1.0 if trusted else 0.25)
-            cum_text = np.array([item.scores.at_least(lv) for lv in list(Level)[1:]])
-            cum_text_raw = cum_text
-            self.sent.add(t, item.scores.valence, w_text)
-        w_voice = 0.0
-        arousal = voice.arousal if voice is not None else None
-        if arousal is not None and self.speaker is Speaker.CUSTOMER:
+            w = trust * length * (1.0 if trusted else 0.25)
+            cum = np.array([item.scores.at_least(lv) for lv in list(Level)[1:]])
+            self.sent.add(t, item.scores.valence, w)
+        arousal = voice.arousal if voice is not None and self.speaker is Speaker.CUSTOMER else None
+        if arousal is not None:
             self.arousal.add(t, arousal, 1.0)
             # Arousal is not anger (laughter and excitement are aroused too): on its own
             # the voice says at most ``voice_ceiling`` about "frustrated or worse". It
             # never dilutes words that were heard: an aroused voice can only strengthen
             # them; when the words failed, the voice is the evidence.
             v_f = self.opt.voice_ceiling * float(arousal)
-            if cum_text is not None:
-                cum_text = cum_text.copy()
-                cum_text[0] = max(cum_text[0], v_f)
+            if cum is not None:
                 # Upset words in an aroused voice: two independent signals agree, so the
                 # (possibly half-heard) words count for more.
-                w_text += self.opt.voice_weight * length * float(arousal) * float(cum_text_raw[0])
+                w += self.opt.voice_weight * length * float(arousal) * float(cum[0])
+                if v_f >= cum[0]:
+                    cum, driver = cum.copy(), "both"
+                    cum[0] = v_f
             else:
-                w_voice = self.opt.voice_weight * length
-                cum_voice = np.array([v_f, 0.0, 0.0, 0.0])
-        driver = ""
-        if w_text > 0 or w_voice > 0:
-            before = self.state
-            cum = cum_text if cum_text is not None else cum_voice
-            w = w_text if cum_text is not None else w_voice
+                cum, w, driver = np.array([v_f, 0.0, 0.0, 0.0]), self.opt.voice_weight * length, "voice"
+        if cum is not None and w > 0:
             slow = self.slow.add(t, cum, w)
             fast = self.fast.add(t, cum, w)
             self.state = self._hysteresis(fast, slow)
             self.peak = max(self.peak, self.state)
-            if self.state > Level.CALM:
-                # Which evidence carries the state: words, voice, or words backed by voice.
-                boosted = arousal is not None and cum_text is not None and v_f >= float(cum_text_raw[0])
-                driver = "voice" if cum_text is None else "both" if boosted else "words"
-            elif before > Level.CALM:
-                driver = ""
+        if cum is None or self.state == Level.CALM:
+            driver = ""  # which evidence carries a raised state: words, voice, or both
         fast_e, slow_e = float(self.fast.value.sum()), float(self.slow.value.sum())  # expected level
         diff = fast_e - slow_e
         trend = Trend.RISING if diff > self.opt.trend_margin else Trend.FALLING if diff < -self.opt.trend_margin else Trend.STEADY

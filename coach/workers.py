@@ -111,7 +111,6 @@ class ProcessEngine:
     """Wraps an engine so that each channel's recognizer runs in its own process."""
 
     def __init__(self, engine: Any, options: Any) -> None:
-        self.inner = engine
         self.options = options
         self.name = engine.name
         self.sample_rate = engine.sample_rate

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import io
 import os
-import resource
 import subprocess
 import sys
-import threading
 import time
 
 import pytest

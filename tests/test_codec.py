@@ -36,7 +36,6 @@ from coach.events import (
     Trend,
     Utterance,
     Word,
-    event_to_json,
 )
 
 ESC = {"calm": 0.01234, "frustrated": 0.1, "angry": 0.76543, "abusive": 0.1, "threatening": 0.02223}
@@ -132,11 +131,15 @@ def test_every_line_has_type_t_and_wall(ev):
     assert list(obj)[:3] == ["type", "t", "wall"] and obj["wall"] == 1.0
 
 
-def test_call_end_has_no_speaker_and_old_event_to_json_has_no_wall():
+def test_call_end_has_no_speaker():
     assert encode(CallEnd(2.0), 0.5) == {"type": "call_end", "t": 2.0, "wall": 0.5}
-    assert event_to_json(CallEnd(2.0)) == {"type": "call_end", "t": 2.0}
-    old = event_to_json(_utt())
-    assert "wall" not in old and old["level"] == "angry" and old["t"] == 3.457
+    utt = encode(_utt(), 0.0)
+    assert utt["level"] == "angry" and utt["t"] == 3.457
+
+
+def test_the_codec_is_the_only_serialiser():
+    import coach.events
+    assert not hasattr(coach.events, "event_to_json")  # one codec, both directions
 
 
 def test_audio_chunks_are_not_written():

@@ -5,19 +5,10 @@ Only the CLI writes to the terminal. Errors look the same from every command,
 """
 from __future__ import annotations
 
-import re
 import sys
 
 from ..errors import CoachError
-
-# C0/C1 control characters (ESC starts ANSI sequences) except tab; text from transcripts,
-# recognizers and files must not move the agent's cursor or recolour the terminal.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def safe_text(text: str) -> str:
-    """``text`` with control characters shown as U+FFFD, fit for a terminal."""
-    return _CONTROL.sub("\ufffd", text)
+from ..sinks import safe_text  # one filter for everything that reaches the terminal
 
 
 def status(msg: str) -> None:
