@@ -375,19 +375,13 @@ class PocketSphinxEngine:
             f"`coach models download {DEFAULT_MODEL}` or set VOSK_MODEL"
         )
 
-    def new_decoder(self) -> Any:
+    def new_decoder(self, *, fwdflat: bool = True) -> Any:
         from pocketsphinx import Decoder
 
         # bestpath (the default) builds a lattice at the end of each utterance, which is
         # what gives seg().prob real word posteriors; loglevel FATAL keeps it silent.
-        # fwdflat, PocketSphinx's second decoding pass, stays on for now. Measured on
-        # read_speech (92 words): it bought nothing (WER 22.8 % with it, 21.7 % without at
-        # 16 kHz; 52.2 % vs 45.7 % band-passed 8 kHz) and costs 12-29 % of decoding time.
-        # Turning it off shifts the raw posteriors that the confidence tables were fitted
-        # on (with it off, the band-passed civil call opened `apologize`), so it goes only
-        # together with a refit of coach/configs/confidence.yaml.
         try:
-            return Decoder(loglevel="FATAL", bestpath=True, samprate=float(self.sample_rate))
+            return Decoder(loglevel="FATAL", bestpath=True, fwdflat=fwdflat, samprate=float(self.sample_rate))
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"PocketSphinx could not load its bundled model ({exc})", "reinstall pocketsphinx") from None
 
@@ -409,12 +403,13 @@ class PocketSphinxEngine:
 class PocketSphinxRecognizer:
     """Endpointer (VAD) cuts speech segments from the stream; one Utterance per segment.
 
-    Each finished segment is decoded in one pass with ``full_utt=True`` (batch CMN):
-    on the read_speech corpus that gives 25 % WER against 35 % for decoding the same
-    segments incrementally with live CMN. While a segment is open and partials are on,
-    it is also decoded incrementally and ``hyp()`` is read at most every
-    ``partial_interval`` seconds; that roughly doubles the CPU cost (still ~0.4 x
-    real time per channel on one core).
+    Speech is decoded as it arrives (``incremental``), so when the endpointer closes a
+    segment only the lattice remains to be built: that is what lets a paced replay and
+    a live call get each utterance within about a second of its end on this machine.
+    Partials, when on, are the same decoder's running hypothesis, read at most every
+    ``partial_interval`` seconds. The older batch mode (whole segment in one pass with
+    ``full_utt=True``, batch CMN and fwdflat) has a few points lower WER on clean read
+    speech but costs 1-3 s per segment at its end.
 
     Word confidence is the lattice word posterior from ``seg().prob`` (the Python API
     returns it already as a probability) mapped to P(word is right) by the fitted
@@ -425,17 +420,24 @@ class PocketSphinxRecognizer:
     """
 
     calibrated = True  # False: Word.conf is the raw posterior (scripts/calibrate_confidence.py)
-    # A segment is decoded when it ends, so its length is lag: 20 s segments gave a p95
-    # utterance lag of 7.1 s in paced replay of the real call; 6 s segments bound it.
+    # A segment is reported when it ends: a cap keeps a long turn from arriving all at once.
     max_segment_s = 6.0
     partial_interval = 0.5
+    # Decode speech as it arrives (live CMN, no fwdflat second pass) rather than the whole
+    # segment once it ends. Measured on the real 245 s call, one thread: decoding work at a
+    # segment's end fell from p50 1.39 s / p95 2.54 s to 0.14 s / 0.33 s, end of speech to
+    # utterance from p95 3.30 s to 1.38 s; read_speech WER (92 words, warm CMN) went from
+    # 28 % to 33 % at 16 kHz and 48 % to 54 % band-passed at 8 kHz. False restores the
+    # batch pass (the confidence tables are fitted for one mode: refit after switching).
+    incremental = True
 
     def __init__(self, engine: PocketSphinxEngine, speaker: Speaker) -> None:
         self.engine = engine
         self.speaker = speaker
         self.sample_rate = engine.sample_rate
-        self._dec = engine.new_decoder()
-        self._pdec = engine.new_partial_decoder() if engine.partials else None
+        self._dec = engine.new_decoder(fwdflat=not self.incremental)
+        # Incremental decoding reads partials from the main decoder's hypothesis.
+        self._pdec = engine.new_partial_decoder() if engine.partials and not self.incremental else None
         self._frate = int(self._dec.config["frate"])
         self._live = False
         self.reset()
@@ -443,9 +445,10 @@ class PocketSphinxRecognizer:
     def reset(self) -> None:
         from pocketsphinx import Endpointer
 
-        if self._live and self._pdec is not None:
-            self._pdec.end_utt()
+        if self._live:
+            (self._dec if self.incremental else self._pdec).end_utt()
         self._live = False
+        self._unfed: list[bytes] = []
         self._ep = Endpointer(sample_rate=self.sample_rate)
         self._fb = self._ep.frame_bytes
         self._pending = bytearray()
@@ -474,6 +477,12 @@ class PocketSphinxRecognizer:
             speech = self._ep.process(bytes(self._pending[i:i + fb]))
             self._on_speech(speech, live, out)
         del self._pending[:n]
+        if self.incremental and self._unfed:
+            self._feed_main()
+            if self.engine.partials:
+                part = self._partial(chunk.t + chunk.duration)
+                if part:
+                    out.append(part)
         if live and self._seg:
             self._feed_live(live)
             part = self._partial(chunk.t + chunk.duration)
@@ -503,7 +512,9 @@ class PocketSphinxRecognizer:
             self._next_start = None
             self._last_partial, self._last_partial_t = "", -1e9
         self._seg.append(speech)
-        if self.engine.partials:
+        if self.incremental:
+            self._unfed.append(speech)
+        elif self.engine.partials:
             live.append(speech)
         seg_s = sum(len(b) for b in self._seg) / 2 / self.sample_rate
         forced = self._ep.in_speech and seg_s >= self.max_segment_s
@@ -514,6 +525,17 @@ class PocketSphinxRecognizer:
                 self._next_start = self._seg_start_of_next
             if utt:
                 out.append(utt)
+
+    def _feed_main(self) -> None:
+        """Incremental mode: decode the speech heard so far, so a segment's end costs little."""
+        data = b"".join(self._unfed)
+        self._unfed.clear()
+        if not data:  # end_stream can hand back an empty tail; process_raw refuses it
+            return
+        if not self._live:
+            self._dec.start_utt()
+            self._live = True
+        self._dec.process_raw(data, False, False)
 
     def _feed_live(self, live: list[bytes]) -> None:
         if self._pdec is None:
@@ -527,7 +549,8 @@ class PocketSphinxRecognizer:
     def _partial(self, t_end: float) -> Partial | None:
         if t_end - self._last_partial_t < self.partial_interval:
             return None
-        hyp = self._pdec.hyp() if self._pdec is not None else None
+        dec = self._dec if self.incremental else self._pdec
+        hyp = dec.hyp() if dec is not None else None
         words = [_PS_ALT.sub("", w) for w in (hyp.hypstr.split() if hyp else ())]
         text = " ".join(w for w in words if not w.startswith(("<", "[")))
         if not text or text == self._last_partial:
@@ -537,7 +560,13 @@ class PocketSphinxRecognizer:
 
     def _end_segment(self) -> Utterance | None:
         """Decode the buffered segment in one pass and turn its lattice into words."""
-        if self._live and self._pdec is not None:
+        dec = self._dec
+        if self.incremental:
+            if self._unfed:
+                self._feed_main()
+            if self._live:
+                dec.end_utt()
+        elif self._live and self._pdec is not None:
             self._pdec.end_utt()
         self._live = False
         pcm_bytes = b"".join(self._seg)
@@ -546,10 +575,10 @@ class PocketSphinxRecognizer:
         self._seg_start_of_next = seg_start + len(pcm_bytes) / 2 / self.sample_rate
         if len(pcm_bytes) < 2 * self.sample_rate // 10:  # < 0.1 s: a click, not speech
             return None
-        dec = self._dec
-        dec.start_utt()
-        dec.process_raw(pcm_bytes, False, True)
-        dec.end_utt()
+        if not self.incremental:
+            dec.start_utt()
+            dec.process_raw(pcm_bytes, False, True)
+            dec.end_utt()
         band = band_of(_highband_ratio(np.frombuffer(pcm_bytes, dtype=np.int16), self.sample_rate),
                        self.sample_rate)
         base = (self._origin or 0.0) + seg_start
