@@ -18,6 +18,7 @@ seen. The pure parts (:class:`CoachCore`, :class:`Scorer`) are usable on their o
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import queue
@@ -128,12 +129,12 @@ class CoachCore:
         prompts = self.playbook.on_utterance(item, embedding)
         return [item, state, *prompts]
 
-    def tick(self, t: float) -> list[Event]:
-        """Advance call time with no new speech."""
+    def tick(self, t: float, last_speech: float | None = None) -> list[Event]:
+        """Advance call time with no new utterance (``last_speech``: see Playbook.tick)."""
         if t <= self.t:
             return []
         self.t = t
-        return list(self.playbook.tick(t))
+        return list(self.playbook.tick(t, last_speech))
 
     def finish(self, t: float | None = None) -> list[Event]:
         """Close what is open and end the call at ``t`` (the time actually reached)."""
@@ -147,10 +148,12 @@ class CoachCore:
 
 @dataclass(frozen=True)
 class _Watermark:
-    """A recognizer has consumed all audio of its channel up to ``t``."""
+    """A recognizer has consumed all audio of its channel up to ``t``; ``active``: when
+    that channel last had speech energy (None: not known), for dead air."""
 
     speaker: Speaker
     t: float
+    active: float | None = None
 
 
 @dataclass(frozen=True)
@@ -312,7 +315,8 @@ class Pipeline:
                                     self._put(self._merge, ev)
                             else:
                                 self._emit_utterance(ev, voice, speaker)
-                        self._put(self._merge, _Watermark(speaker, item.t + item.duration))
+                        self._put(self._merge, _Watermark(speaker, item.t + item.duration,
+                                                          voice.last_active if voice is not None else None))
                 finally:
                     close = getattr(rec, "close", None)
                     if close is not None:
@@ -331,16 +335,17 @@ class Pipeline:
             t0 = time.monotonic()
             grid = TICK_S
 
-            def advance(t: float) -> bool:
+            def advance(t: float, active: float | None = None) -> bool:
                 # One ordered source: both channels have reached t. In paced replay the
                 # watermark moves with the wall clock, so timeouts fire on time there too.
                 if paced:
                     self._pace(t0, t)
-                return all(self._put(self._merge, _Watermark(s, t)) for s in Speaker)
+                return all(self._put(self._merge, _Watermark(s, t, active)) for s in Speaker)
 
             for u in source.utterances():
                 while paced and grid < u.end:
-                    if not advance(grid):
+                    # Inside the next utterance someone is talking: not dead air.
+                    if not advance(grid, grid if grid >= u.start else None):
                         return
                     grid += TICK_S
                 if paced:
@@ -362,6 +367,18 @@ class Pipeline:
         pending: list[tuple[float, int, Utterance | Partial]] = []  # (call time, arrival, item)
         seq = 0
         clock = {"next_tick": TICK_S, "reached": 0.0}
+        # Voice activity per channel, in call time. A channel may run seconds ahead of the
+        # clock, so a tick at g reads only activity at or before g.
+        heard: dict[Speaker, collections.deque] = {s: collections.deque(maxlen=512) for s in Speaker}
+
+        def heard_by(g: float) -> float | None:
+            best = None
+            for dq in heard.values():
+                while len(dq) >= 2 and dq[1] <= g:
+                    dq.popleft()
+                if dq and dq[0] <= g:
+                    best = dq[0] if best is None else max(best, dq[0])
+            return best
 
         def emit(events: list[Event]) -> None:
             for ev in events:
@@ -382,7 +399,9 @@ class Pipeline:
             utts = [x[2] for x in ready if isinstance(x[2], Utterance)]
             scored = iter(self.scorer.score(utts)) if utts else iter(())
             for t, _, item in ready:
-                tick_to(t)
+                # Ticks inside a finished utterance see its speaker talking (transcripts
+                # carry no voice activity of their own).
+                tick_to(t, item.start if isinstance(item, Utterance) else None)
                 if isinstance(item, Partial):
                     emit([item])
                 else:
@@ -392,9 +411,13 @@ class Pipeline:
                 tick_to(horizon)
                 clock["reached"] = max(clock["reached"], horizon)
 
-        def tick_to(t: float) -> None:
+        def tick_to(t: float, speaking_from: float | None = None) -> None:
             while clock["next_tick"] <= t:
-                emit(core.tick(clock["next_tick"]))
+                g = clock["next_tick"]
+                last = heard_by(g)
+                if speaking_from is not None and g >= speaking_from:
+                    last = g if last is None else max(last, g)
+                emit(core.tick(g, last))
                 clock["next_tick"] += TICK_S
 
         for th in threads:
@@ -410,6 +433,9 @@ class Pipeline:
                     seq += 1
                     continue
                 if isinstance(item, _Watermark):
+                    dq = heard[item.speaker]
+                    if item.active is not None and (not dq or item.active > dq[-1]):
+                        dq.append(item.active)
                     if item.speaker in marks:
                         marks[item.speaker] = max(marks[item.speaker], item.t)
                 elif isinstance(item, _Done):

@@ -70,6 +70,7 @@ class CallContext:
     boundary_at: float | None = None
     abusive_since_boundary: int = 0
     overlap_s: float = 0.0  # how long the current agent utterance talked over the customer
+    last_speech: float | None = None  # call time anyone was last heard speaking (voice activity or an utterance)
     customer_history: list[ScoredUtterance] = field(default_factory=list)  # recent scored customer turns
 
     def said_since_upset(self, name: str) -> bool:
@@ -259,7 +260,21 @@ CONDITIONS: dict[str, _CondSpec] = {
                                   "confidence >= sure_conf"),
     "agent_overlap_s": _CondSpec(_nonneg, lambda c, v: _current_agent(c) and c.overlap_s >= v,
                                  doc="seconds the agent talked over the customer's last utterance"),
+    "silence_at_least_s": _CondSpec(_nonneg, lambda c, v: _silence(c) is not None and _silence(c) >= v,
+                                    doc="dead air: nobody has been heard for this many seconds (checked on the "
+                                        "call clock, between utterances too)"),
+    "silence_below_s": _CondSpec(_nonneg, lambda c, v: _silence(c) is not None and _silence(c) < v,
+                                 doc="someone was heard within this many seconds"),
 }
+
+# Conditions that can change with no new utterance: rules that open on them are also
+# checked on every clock tick (the others only when an utterance ends).
+TICK_CONDITIONS = frozenset({"silence_at_least_s"})
+
+
+def _silence(c: CallContext) -> float | None:
+    """Seconds since anyone was heard; None before the first speech of the call."""
+    return None if c.last_speech is None else max(0.0, c.now - c.last_speech)
 
 
 # Conditions that read what a speaker said (the recognised words), and whose words. A
@@ -298,6 +313,11 @@ class Rule:
     close_when: tuple[Condition, ...] = ()
     better: str = ""  # for phrase coaching: what to say instead
     max_per_call: int = 0  # 0 = no limit
+
+    @property
+    def on_tick(self) -> bool:
+        """Checked on clock ticks too (it opens on a condition that time alone can make true)."""
+        return any(c.name in TICK_CONDITIONS for c in self.open_when)
     uses_words: frozenset[Speaker] = frozenset()  # whose words it relies on; paused while those are unreliable
 
 
@@ -532,6 +552,7 @@ class Playbook:
         ctx = self.ctx
         u = item.utterance
         ctx.now = max(ctx.now, u.end)
+        ctx.last_speech = u.end if ctx.last_speech is None else max(ctx.last_speech, u.end)
         ctx.current = item
         ctx.paraphrase_score = 0.0
         ctx.overlap_s = 0.0
@@ -566,11 +587,16 @@ class Playbook:
                     ctx.abusive_since_boundary += 1
         return self._evaluate(u.end)
 
-    def tick(self, t: float) -> list[Prompt]:
-        """Advance the clock with no new speech (live mode): expire prompts left open."""
-        self.ctx.now = max(self.ctx.now, t)
-        self.ctx.current = None
-        return self._expire(t)
+    def tick(self, t: float, last_speech: float | None = None) -> list[Prompt]:
+        """Advance the clock with no new utterance: expire prompts left open and check the
+        time-based rules (dead air). ``last_speech``: when anyone was last heard, from
+        voice activity (None: only utterances tell)."""
+        ctx = self.ctx
+        ctx.now = max(ctx.now, t)
+        ctx.current = None
+        if last_speech is not None:
+            ctx.last_speech = last_speech if ctx.last_speech is None else max(ctx.last_speech, last_speech)
+        return self._evaluate(t, tick=True)
 
     def finish(self, t: float) -> list[Prompt]:
         """Close everything still open at the end of the call."""
@@ -616,17 +642,20 @@ class Playbook:
     def _expire(self, t: float) -> list[Prompt]:
         return [self._close(rid, t, "timed out") for rid, o in list(self.open.items()) if t - o.since >= o.rule.max_open_s]
 
-    def _evaluate(self, t: float) -> list[Prompt]:
+    def _evaluate(self, t: float, tick: bool = False) -> list[Prompt]:
+        """Close, then open, prompts at ``t``; on a clock tick only the time-based rules."""
         ctx = self.ctx
         out = self._expire(t)
         # Close first, so a prompt whose cause went away makes room for another.
         for rid, o in list(self.open.items()):
+            if tick and not o.rule.on_tick:
+                continue
             if o.since < t:
                 hit = next((c for c in o.rule.close_when if c.holds(ctx)), None)
                 if hit is not None:
                     out.append(self._close(rid, t, hit.name))
         for rule in sorted(self.cfg.rules, key=lambda r: (-r.severity, -r.priority)):
-            if rule.id in self.open:
+            if rule.id in self.open or (tick and not rule.on_tick):
                 continue
             if t - self.closed_at.get(rule.id, -1e9) < rule.cooldown_s:
                 continue

@@ -627,6 +627,7 @@ class VoiceTracker:
         self._pow_n = 0                                # blocks written, ever
         self._floor_cache: float | None = None
         self._floor_dirty = True
+        self.last_active: float | None = None          # call time of the latest chunk with speech energy
 
     @property
     def sample_rate(self) -> int:
@@ -655,7 +656,9 @@ class VoiceTracker:
         if len(samples) == 0:
             return
         self._write(samples.astype(np.int16, copy=False))
-        self._floor_update(samples)
+        p = self._floor_update(samples)
+        if p is not None and self._active(p):
+            self.last_active = chunk.t + len(samples) / self._rate
 
     def _write(self, x: np.ndarray) -> None:
         cap = len(self._buf)
@@ -668,7 +671,16 @@ class VoiceTracker:
         self._buf[: len(x) - first] = x[first:]
         self._written += len(x)
 
-    def _floor_update(self, samples: np.ndarray) -> None:
+    def _active(self, p: np.ndarray) -> bool:
+        """Voice activity of one chunk from its 10 ms band powers: at least 50 ms above
+        both the speech gate's level and its SNR over the running floor. Energy only,
+        so it works when the words fail; used for dead air (never for emotion)."""
+        gate = self.calibration.gate
+        floor = self.noise_floor_db()
+        thr = max(gate.min_loudness_db, (floor if floor is not None else -90.0) + gate.min_snr_db)
+        return int(np.count_nonzero(_db(p) >= thr)) >= 5
+
+    def _floor_update(self, samples: np.ndarray) -> np.ndarray | None:
         x = samples.astype(np.float64) / 32768.0
         if self._sos is not None:
             if self._zi is None:
@@ -678,8 +690,9 @@ class VoiceTracker:
         nb = len(x) // self._block
         self._carry = x[nb * self._block:]
         if nb == 0:
-            return
+            return None
         p = np.mean(x[: nb * self._block].reshape(nb, self._block) ** 2, axis=1)
+        powers = p
         cap = len(self._pow)
         if nb > cap:
             self._pow_n += nb - cap
@@ -690,6 +703,7 @@ class VoiceTracker:
         self._pow[: len(p) - first] = p[first:]
         self._pow_n += nb
         self._floor_dirty = True
+        return powers
 
     def noise_floor_db(self) -> float | None:
         """The channel's noise floor: a low percentile of recent 30 ms frame levels.

@@ -257,3 +257,58 @@ def test_an_error_still_closes_prompts_and_ends_the_call():
     assert isinstance(events[-1], CallEnd) and 2.5 <= events[-1].t <= 3.5
     opened = {e.prompt for e in events if isinstance(e, Prompt) and e.opened}
     assert opened == {e.prompt for e in events if isinstance(e, Prompt) and not e.opened}
+
+
+# ---------------------------------------------------------------- dead air
+
+
+def _dead_air(events):
+    return [(e.opened, round(e.t, 1)) for e in events if isinstance(e, Prompt) and e.prompt == "dead_air"]
+
+
+def test_dead_air_opens_on_the_call_clock_and_closes_when_someone_speaks():
+    """12 s of silence after the agent's turn at 10 s: dead_air opens at 22 s (a clock
+    tick, no utterance needed) and closes as the customer starts speaking again at 30 s."""
+    utts = [Utterance(Speaker.AGENT, 8.0, 10.0, "let me check that for you", (), 0.95),
+            Utterance(Speaker.CUSTOMER, 30.0, 31.0, "hello are you there", (), 0.95)]
+    events = []
+    Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(None),
+             sink=events.append).run(UtteranceListSource(utts))
+    assert _dead_air(events) == [(True, 22.0), (False, 30.0)]
+
+
+def test_a_long_turn_is_not_dead_air():
+    """A 25 s customer turn after a short pause: someone is talking, so no dead_air,
+    in fast and in paced replay."""
+    utts = [Utterance(Speaker.AGENT, 1.0, 3.0, "how can i help", (), 0.95),
+            Utterance(Speaker.CUSTOMER, 5.0, 30.0, "well it started last week when " * 8, (), 0.95)]
+    for opts in (ReplayOptions(), ReplayOptions(speed=Speed.REALTIME, rate=50.0)):
+        events = []
+        Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(None),
+                 sink=events.append, options=opts).run(UtteranceListSource(utts))
+        assert _dead_air(events) == []
+
+
+def test_dead_air_from_voice_activity_on_audio():
+    """Audio: 2 s of line noise, speech-level noise on the customer channel for 3 s, then 16 s of quiet line
+    noise, then speech again. No recognizer hears words (a silent engine), yet voice
+    activity puts dead air at 2 + 3 + 12 s and its end where the sound comes back."""
+
+    class Deaf:
+        name, sample_rate, description = "deaf", 16000, "hears nothing"
+
+        def recognizer(self, speaker):
+            return type("R", (), {"accept": lambda s, c: [], "finish": lambda s: [], "reset": lambda s: None})()
+
+    rng = np.random.default_rng(0)
+    rate = 16000
+    quiet = (rng.standard_normal(16 * rate) * 10).astype(np.int16)       # about -70 dBFS
+    loud = (rng.standard_normal(3 * rate) * 3000).astype(np.int16)       # about -20 dBFS
+    customer = np.concatenate([quiet[:2 * rate], loud, quiet, loud])
+    agent = (rng.standard_normal(len(customer)) * 10).astype(np.int16)
+    events = []
+    Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(None), sink=events.append,
+             engine=Deaf()).run(ArraySource(agent, customer, rate))
+    got = _dead_air(events)
+    assert [o for o, _ in got] == [True, False]
+    assert got[0][1] == pytest.approx(17.0, abs=0.6) and got[1][1] == pytest.approx(21.0, abs=0.6)
