@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 CHUNK_S = 0.1  # 100 ms chunks: small enough for timely partials, large enough to be cheap
 QUEUE_SIZE = 64
 TICK_S = 0.5  # the coach's clock ticks at least this often in call time
+OVERTALK_GAP_S = 0.3  # a channel heard within this long counts as still talking
 POLL_S = 0.05  # how often blocked threads look at the stop flag
 
 
@@ -129,12 +130,12 @@ class CoachCore:
         prompts = self.playbook.on_utterance(item, embedding)
         return [item, state, *prompts]
 
-    def tick(self, t: float, last_speech: float | None = None) -> list[Event]:
-        """Advance call time with no new utterance (``last_speech``: see Playbook.tick)."""
+    def tick(self, t: float, last_speech: float | None = None, overtalk_s: float = 0.0) -> list[Event]:
+        """Advance call time with no new utterance (``last_speech``, ``overtalk_s``: see Playbook.tick)."""
         if t <= self.t:
             return []
         self.t = t
-        return list(self.playbook.tick(t, last_speech))
+        return list(self.playbook.tick(t, last_speech, overtalk_s))
 
     def finish(self, t: float | None = None) -> list[Event]:
         """Close what is open and end the call at ``t`` (the time actually reached)."""
@@ -154,6 +155,7 @@ class _Watermark:
     speaker: Speaker
     t: float
     active: float | None = None
+    active_since: float | None = None  # start of that channel's current run of activity
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,10 @@ class Pipeline:
     ``sink`` is called from the coach thread only, so it needs no locking. ``stop()``
     may be called from any thread (Ctrl-C): every stage drains within ``POLL_S``.
     """
+
+    # Observer for benchmarks: called on the recognizer's thread with each final utterance
+    # as it leaves the recognizer (the start of the coach's own share of latency).
+    on_heard: Callable[[Utterance], None] | None = None
 
     def __init__(self, *, scorer: Scorer, playbook: PlaybookConfig, sink: Callable[[Event], None],
                  engine=None, options: ReplayOptions = ReplayOptions()) -> None:
@@ -267,6 +273,8 @@ class Pipeline:
                 v = dataclasses.replace(v, arousal=voice.arousal(v))
             voice.observe(v)
             u = dataclasses.replace(u, voice=v, loudness_db=v.loudness_db)
+        if self.on_heard is not None:
+            self.on_heard(u)
         self._put(self._merge, u)
 
     def _paced(self, source) -> bool:
@@ -315,8 +323,9 @@ class Pipeline:
                                     self._put(self._merge, ev)
                             else:
                                 self._emit_utterance(ev, voice, speaker)
-                        self._put(self._merge, _Watermark(speaker, item.t + item.duration,
-                                                          voice.last_active if voice is not None else None))
+                        self._put(self._merge, _Watermark(
+                            speaker, item.t + item.duration, voice.last_active if voice is not None else None,
+                            voice.active_since if voice is not None else None))
                 finally:
                     close = getattr(rec, "close", None)
                     if close is not None:
@@ -369,16 +378,24 @@ class Pipeline:
         clock = {"next_tick": TICK_S, "reached": 0.0}
         # Voice activity per channel, in call time. A channel may run seconds ahead of the
         # clock, so a tick at g reads only activity at or before g.
+        # Entries are (last active, start of that run of activity).
         heard: dict[Speaker, collections.deque] = {s: collections.deque(maxlen=512) for s in Speaker}
 
-        def heard_by(g: float) -> float | None:
-            best = None
-            for dq in heard.values():
-                while len(dq) >= 2 and dq[1] <= g:
+        def heard_by(g: float) -> tuple[float | None, float]:
+            """(when anyone was last heard, seconds the agent has been talking over the
+            customer) as of call time g."""
+            now: dict[Speaker, tuple[float, float]] = {}
+            for s, dq in heard.items():
+                while len(dq) >= 2 and dq[1][0] <= g:
                     dq.popleft()
-                if dq and dq[0] <= g:
-                    best = dq[0] if best is None else max(best, dq[0])
-            return best
+                if dq and dq[0][0] <= g:
+                    now[s] = dq[0]
+            last = max((a for a, _ in now.values()), default=None)
+            over = 0.0
+            a, c = now.get(Speaker.AGENT), now.get(Speaker.CUSTOMER)
+            if a and c and g - a[0] <= OVERTALK_GAP_S and g - c[0] <= OVERTALK_GAP_S and a[1] > c[1]:
+                over = max(0.0, min(a[0], c[0]) - a[1])
+            return last, over
 
         def emit(events: list[Event]) -> None:
             for ev in events:
@@ -414,10 +431,10 @@ class Pipeline:
         def tick_to(t: float, speaking_from: float | None = None) -> None:
             while clock["next_tick"] <= t:
                 g = clock["next_tick"]
-                last = heard_by(g)
+                last, over = heard_by(g)
                 if speaking_from is not None and g >= speaking_from:
                     last = g if last is None else max(last, g)
-                emit(core.tick(g, last))
+                emit(core.tick(g, last, over))
                 clock["next_tick"] += TICK_S
 
         for th in threads:
@@ -434,8 +451,8 @@ class Pipeline:
                     continue
                 if isinstance(item, _Watermark):
                     dq = heard[item.speaker]
-                    if item.active is not None and (not dq or item.active > dq[-1]):
-                        dq.append(item.active)
+                    if item.active is not None and (not dq or item.active > dq[-1][0]):
+                        dq.append((item.active, item.active_since if item.active_since is not None else item.active))
                     if item.speaker in marks:
                         marks[item.speaker] = max(marks[item.speaker], item.t)
                 elif isinstance(item, _Done):

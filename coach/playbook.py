@@ -71,6 +71,7 @@ class CallContext:
     abusive_since_boundary: int = 0
     overlap_s: float = 0.0  # how long the current agent utterance talked over the customer
     last_speech: float | None = None  # call time anyone was last heard speaking (voice activity or an utterance)
+    overtalk_s: float = 0.0  # live: seconds the agent has been talking over the customer (voice activity)
     customer_history: list[ScoredUtterance] = field(default_factory=list)  # recent scored customer turns
 
     def said_since_upset(self, name: str) -> bool:
@@ -263,13 +264,16 @@ CONDITIONS: dict[str, _CondSpec] = {
     "silence_at_least_s": _CondSpec(_nonneg, lambda c, v: _silence(c) is not None and _silence(c) >= v,
                                     doc="dead air: nobody has been heard for this many seconds (checked on the "
                                         "call clock, between utterances too)"),
+    "agent_overtalk_s": _CondSpec(_nonneg, lambda c, v: c.overtalk_s >= v,
+                                  doc="live: the agent has been talking over the customer for this many seconds "
+                                      "(voice activity on both channels, checked on the call clock)"),
     "silence_below_s": _CondSpec(_nonneg, lambda c, v: _silence(c) is not None and _silence(c) < v,
                                  doc="someone was heard within this many seconds"),
 }
 
 # Conditions that can change with no new utterance: rules that open on them are also
 # checked on every clock tick (the others only when an utterance ends).
-TICK_CONDITIONS = frozenset({"silence_at_least_s"})
+TICK_CONDITIONS = frozenset({"silence_at_least_s", "agent_overtalk_s"})
 
 
 def _silence(c: CallContext) -> float | None:
@@ -587,13 +591,15 @@ class Playbook:
                     ctx.abusive_since_boundary += 1
         return self._evaluate(u.end)
 
-    def tick(self, t: float, last_speech: float | None = None) -> list[Prompt]:
+    def tick(self, t: float, last_speech: float | None = None, overtalk_s: float = 0.0) -> list[Prompt]:
         """Advance the clock with no new utterance: expire prompts left open and check the
-        time-based rules (dead air). ``last_speech``: when anyone was last heard, from
-        voice activity (None: only utterances tell)."""
+        time-based rules (dead air, overtalk). ``last_speech``: when anyone was last
+        heard, from voice activity (None: only utterances tell); ``overtalk_s``: how long
+        the agent has been talking over the customer, from voice activity on both channels."""
         ctx = self.ctx
         ctx.now = max(ctx.now, t)
         ctx.current = None
+        ctx.overtalk_s = overtalk_s
         if last_speech is not None:
             ctx.last_speech = last_speech if ctx.last_speech is None else max(ctx.last_speech, last_speech)
         return self._evaluate(t, tick=True)

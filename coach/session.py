@@ -47,10 +47,30 @@ class Settings:
     progress: bool = False                  # progress bar (when the timeline is off)
     color: bool = False
     processes: bool | None = None           # one recognizer process per channel (None: where it helps)
+    # Live capture (`coach live`): sound devices instead of a recording.
+    live: bool = False
+    agent_device: str | None = None         # the agent's microphone: name or index
+    customer_device: str | None = None      # the call audio (the customer): name or index
+    device: str | None = None               # one stereo device carrying both sides
+    record: str | None = None               # also record the call to this new two-channel WAV
+    tui: bool = False                       # the terminal view instead of the timeline
+    host: str = "127.0.0.1"                 # overlay address (another one needs a token)
+    port: int | None = None                 # overlay port; None: no overlay, 0: any free port
+    token: str | None = None
+    supervisor: str | None = None           # webhook URL for critical prompts (e.g. `coach board`)
+    name: str | None = None                 # how this session shows on the supervisor board
 
     def validate(self) -> "Settings":
         """Refuse impossible combinations with one-line errors; returns self."""
-        if not str(self.call or "").strip():
+        if self.live:
+            if not (self.device or (self.agent_device and self.customer_device)):
+                raise ConfigError("no capture devices given",
+                                  "pass --agent-device and --customer-device, or one stereo --device (see `coach devices`)")
+            if self.device and (self.agent_device or self.customer_device):
+                raise ConfigError("both --device and --agent-device/--customer-device given", "use one or the other")
+            if self.port is not None and not 0 <= int(self.port) <= 65535:
+                raise ConfigError(f"port {self.port} is out of range", "use 1-65535, or 0 for any free port")
+        elif not str(self.call or "").strip():
             raise ConfigError("no call given", "pass a recording or a transcript .json")
         if self.agent_channel not in ("left", "right"):
             raise ConfigError(f"agent_channel {self.agent_channel!r} is not left or right", "use left or right")
@@ -105,6 +125,8 @@ class Session:
         self.classifier = None
         self.playbook = None
         self.events_path: Path | None = None
+        self.overlay = None  # coach.overlay.OverlayServer while live with --port
+        self.on_heard: Callable | None = None  # benchmarks: see Pipeline.on_heard
 
     # -- building
 
@@ -125,6 +147,8 @@ class Session:
 
         s = self.settings
         self.playbook = load_playbook(s.playbook)
+        if s.live:
+            return self._load_live()
         is_transcript = looks_like_transcript(s.call)
         if is_transcript:
             self.source = open_source(s.call, s.customer_file)  # opened: parsed and validated
@@ -135,15 +159,7 @@ class Session:
         if s.events:
             self.events_path = check_events_path(s.events, self._inputs(), force=s.force)
         if not is_transcript:
-            from .stt import SttOptions, open_engine
-            self.status(f"loading speech engine ({s.engine})...")
-            stt_options = SttOptions(engine=s.engine, vosk_model=s.vosk_model, partials=s.partials)
-            self.engine = open_engine(stt_options)
-            self.status(f"speech engine: {self.engine.description}")
-            from .workers import ProcessEngine, wants_processes
-            processes = wants_processes(self.engine) if s.processes is None else s.processes
-            if processes:
-                self.engine = ProcessEngine(self.engine, stt_options)
+            self._load_engine()
             self.source = open_source(s.call, s.customer_file, agent_channel=s.agent_channel,
                                       mono_speaker=s.mono_speaker, sample_rate=self.engine.sample_rate)
         assert self.source is not None
@@ -154,15 +170,83 @@ class Session:
         self.classifier = load_classifier(s.model)
         return self
 
+    def _load_engine(self) -> None:
+        from .stt import SttOptions, open_engine
+        from .workers import ProcessEngine, wants_processes
+        s = self.settings
+        self.status(f"loading speech engine ({s.engine})...")
+        stt_options = SttOptions(engine=s.engine, vosk_model=s.vosk_model, partials=s.partials)
+        self.engine = open_engine(stt_options)
+        self.status(f"speech engine: {self.engine.description}")
+        processes = wants_processes(self.engine) if s.processes is None else s.processes
+        if processes:
+            self.engine = ProcessEngine(self.engine, stt_options)
+
+    def _load_live(self) -> "Session":
+        """Live capture: devices checked, recording and events file created, overlay up,
+        before the classifier loads, so a wrong device name fails in a second."""
+        from .capture import DeviceSource
+        from .sinks import check_events_path
+        s = self.settings
+
+        def dev(spec: str | None) -> int | str | None:
+            return int(spec) if spec is not None and spec.strip().isdigit() else spec
+
+        if s.events:
+            self.events_path = check_events_path(s.events, [s.record, s.playbook, s.model], force=s.force)
+        if s.supervisor:
+            from .supervisor import check_url
+            check_url(s.supervisor)
+        if s.port is not None:
+            from .overlay import check_binding
+            check_binding(s.host, s.token)
+        self._load_engine()
+        left = 0 if s.agent_channel == "left" else 1
+        one = s.device is not None
+        self.source = DeviceSource(dev(s.device if one else s.agent_device), None if one else dev(s.customer_device),
+                                   agent_channel=left if one else None, customer_channel=1 - left if one else None,
+                                   sample_rate=self.engine.sample_rate, record=s.record, force=s.force,
+                                   on_status=self.status)
+        self.source.open()
+        if s.port is not None:
+            from .overlay import OverlayServer
+            self.overlay = OverlayServer(s.host, int(s.port), s.token).start()
+            url = self.overlay.url + (f"?token={s.token}" if s.token else "")
+            self.status(f"overlay: {url}  (dock it beside the softphone)")
+        self.status(f"loading classifier ({s.model or 'escalation-minilm'})...")
+        from .classifier import load_classifier
+        self.classifier = load_classifier(s.model)
+        return self
+
+    def close(self) -> None:
+        """Stop what outlives a run (the overlay server); safe to call twice."""
+        if self.overlay is not None:
+            self.overlay.stop()
+            self.overlay = None
+
     def _sinks(self, bus: Bus) -> None:
         from .sinks import JsonlSink, Progress, Timeline
         s = self.settings
-        if s.timeline and self.stdout is not None:
-            bus.add(Timeline(self.stdout, color=s.color, show_trajectory=s.trajectory), maxsize=4096)
+        if s.tui and self.stdout is not None:
+            from .tui import TuiSink
+            bus.add(TuiSink(self.stdout, color=s.color), maxsize=4096)
+        elif s.timeline and self.stdout is not None:
+            bus.add(Timeline(self.stdout, color=s.color, show_trajectory=s.trajectory, partials=s.live),
+                    maxsize=4096)
+        if self.overlay is not None:
+            from .overlay import OverlaySink
+            self.overlay.clock = bus.wall
+            bus.add(OverlaySink(self.overlay), maxsize=4096)
+        if s.supervisor:
+            import os
+            import socket
+            from .supervisor import WebhookSink
+            name = s.name or f"{socket.gethostname()}-{os.getpid()}"
+            bus.add(WebhookSink(s.supervisor, name, token=s.token), maxsize=1024)
         if self.events_path is not None:
             meta = {
                 "coach_version": _VERSION,
-                "call": str(s.call),
+                "call": self.source.description if s.live else str(s.call),
                 "customer_file": s.customer_file,
                 "engine": getattr(self.engine, "description", "transcript"),
                 "playbook": self.playbook.source if self.playbook else None,
@@ -184,11 +268,13 @@ class Session:
         self._jsonl = None
         bus = Bus()
         self._sinks(bus)
-        self.status(f"replaying {self.source.description}")
+        self.status(f"listening: {self.source.description}; Ctrl-C ends the call" if s.live
+                    else f"replaying {self.source.description}")
         bus.start()
         self._pipeline = Pipeline(scorer=Scorer(self.classifier, self.playbook.min_word_conf,
                                                 self.playbook.min_content_words), playbook=self.playbook,
                                   sink=bus.publish, engine=self.engine, options=s.replay_options())
+        self._pipeline.on_heard = self.on_heard
         if self._stop.is_set():
             self._pipeline.stop()
         try:

@@ -628,6 +628,7 @@ class VoiceTracker:
         self._floor_cache: float | None = None
         self._floor_dirty = True
         self.last_active: float | None = None          # call time of the latest chunk with speech energy
+        self.active_since: float | None = None         # start of the current run of activity (gaps < 0.3 s)
 
     @property
     def sample_rate(self) -> int:
@@ -658,6 +659,8 @@ class VoiceTracker:
         self._write(samples.astype(np.int16, copy=False))
         p = self._floor_update(samples)
         if p is not None and self._active(p):
+            if self.last_active is None or chunk.t - self.last_active > 0.3:
+                self.active_since = chunk.t
             self.last_active = chunk.t + len(samples) / self._rate
 
     def _write(self, x: np.ndarray) -> None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests use: espeak-ng and sox synthesise test speech;
-# libportaudio2 + pulseaudio give sounddevice real (virtual) audio devices.
+# libportaudio2 + pulseaudio give sounddevice real (virtual) audio devices;
+# chromium drives the overlay page in the browser tests.
 # Installs what is missing when run as root (as CI does); otherwise says what to run.
 set -euo pipefail
 need=()
@@ -9,6 +10,7 @@ command -v sox >/dev/null || need+=(sox)
 ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || need+=(libportaudio2)
 command -v pulseaudio >/dev/null || need+=(pulseaudio)
 command -v paplay >/dev/null || need+=(pulseaudio-utils)
+[ -x /usr/bin/chromium ] || need+=(chromium)  # headless browser for the overlay tests (Playwright)
 [ -e /usr/lib/x86_64-linux-gnu/alsa-lib/libasound_module_pcm_pulse.so ] || [ -e /usr/lib/aarch64-linux-gnu/alsa-lib/libasound_module_pcm_pulse.so ] || need+=(libasound2-plugins)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

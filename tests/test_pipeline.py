@@ -312,3 +312,48 @@ def test_dead_air_from_voice_activity_on_audio():
     got = _dead_air(events)
     assert [o for o, _ in got] == [True, False]
     assert got[0][1] == pytest.approx(17.0, abs=0.6) and got[1][1] == pytest.approx(21.0, abs=0.6)
+
+
+def test_agent_talking_over_the_customer_is_seen_while_it_happens(tmp_path):
+    """Voice activity on both channels: the customer talks from 2 s to 9 s, the agent
+    cuts in at 4 s. With no words at all, overtalk reaches 1.5 s at about 5.5 s (a clock
+    tick), long before either utterance could end; the customer starting over a talking
+    agent is not counted."""
+    import yaml
+
+    class Deaf:
+        name, sample_rate, description = "deaf", 16000, "hears nothing"
+
+        def recognizer(self, speaker):
+            return type("R", (), {"accept": lambda s, c: [], "finish": lambda s: [], "reset": lambda s: None})()
+
+    raw = yaml.safe_load(resources_playbook().read_text())
+    rule = next(r for r in raw["prompts"] if r["id"] == "talking_over")
+    rule["open_when"] = {"agent_overtalk_s": 1.5}  # no customer state: nothing is recognised here
+    raw["prompts"] = [rule]
+    pb = tmp_path / "pb.yaml"
+    pb.write_text(yaml.safe_dump(raw))
+    rng = np.random.default_rng(1)
+    rate = 16000
+
+    def track(spans, n):
+        x = (rng.standard_normal(n) * 10).astype(np.int16)
+        for a, b in spans:
+            x[int(a * rate):int(b * rate)] = (rng.standard_normal(int((b - a) * rate)) * 3000).astype(np.int16)
+        return x
+
+    n = 14 * rate
+    for customer, agent, expect in (([(2, 9)], [(4, 8)], 5.5), ([(4, 9)], [(2, 8)], None)):
+        events = []
+        Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(pb), sink=events.append,
+                 engine=Deaf()).run(ArraySource(track(agent, n), track(customer, n), rate))
+        opened = [e.t for e in events if isinstance(e, Prompt) and e.opened and e.prompt == "talking_over"]
+        if expect is None:
+            assert opened == []
+        else:
+            assert len(opened) == 1 and opened[0] == pytest.approx(expect, abs=0.6)
+
+
+def resources_playbook():
+    from coach import resources
+    return resources.locate(resources.PLAYBOOK)

@@ -25,11 +25,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import config, models, replay
+    from . import board, config, devices, live, models, replay
     p = _Parser(prog="coach", description="Offline live call coach: transcribe, score, coach.")
     p.add_argument("--version", action="version", version="coach 0.1.0")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     replay.register(sub)
+    live.register(sub)
+    devices.register(sub)
+    board.register(sub)
     models.register(sub)
     config.register(sub)
     try:

@@ -50,16 +50,26 @@ def _stdout_for_timeline():
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from ..session import Session, settings_from
+    from ..session import settings_from
 
     quiet = bool(getattr(args, "quiet", False))
     settings = settings_from(**vars(args), timeline=not quiet,
                              progress=sys.stderr.isatty() and (quiet or not sys.stdout.isatty()),
                              color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
+    return execute(settings)
+
+
+def execute(settings) -> int:
+    """Load and run one session (replay or live), then report how it went."""
+    from ..session import Session
+
     session = Session(settings, stdout=_stdout_for_timeline(), stderr=sys.stderr, status=status)
-    session.load()
-    with _stop_on_signals(session) as signals:
-        result = session.run()
+    try:
+        session.load()
+        with _stop_on_signals(session) as signals:
+            result = session.run()
+    finally:
+        session.close()
     summary = result.summary
     code = 0
     for rep in result.sinks:
@@ -120,4 +130,4 @@ def register(sub) -> None:
     d.set_defaults(func=_demo, customer_file=None, agent_channel="left", mono_speaker="customer")
 
 
-__all__ = ["register", "run_replay"]
+__all__ = ["execute", "register", "run_replay"]
