@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_memory.py --pipeline
 	$(BIN)/python benchmarks/bench_voice.py
 	$(BIN)/python benchmarks/bench_lag.py
+	$(BIN)/python benchmarks/bench_live.py
 
 samples: $(STAMP)
 	$(BIN)/python scripts/make_samples.py

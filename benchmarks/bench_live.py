@@ -2,10 +2,11 @@
 
 What the agent feels, on this machine, with the bundled engine:
 
-* **end of speech -> prompt on the page**: for each prompt that appears on the overlay
-  (headless Chromium, a MutationObserver stamps when ``#prompt`` changes), the time since
-  the end of the last utterance in the *played* audio (the sample's script gives every
-  utterance's end; playback starts at a stamped wall time);
+* **end of speech -> prompt on the page**: for each prompt that opens, the time from the
+  end of the last utterance in the *played* audio before it (the sample's script gives
+  every utterance's end; playback starts at a stamped wall time) to its ``prompt_open``
+  message reaching the page (headless Chromium; Playwright stamps each WebSocket frame
+  the page receives);
 * **the coach's own share**: from the recognizer's final result for the utterance that
   opened the prompt (``Pipeline.on_heard``) to the prompt on the page: merging,
   scoring, playbook, bus, overlay server, WebSocket and the page's render;
@@ -32,14 +33,32 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-_OBSERVER = """
-window.__shown = [];
-const el = document.querySelector('#prompt');
-new MutationObserver(() => {
-  const p = el.getAttribute('data-prompt');
-  window.__shown.push([p, performance.timeOrigin + performance.now()]);
-}).observe(el, {attributes: true, attributeFilter: ['data-prompt']});
+# Stamps every WebSocket message when the page receives it (epoch ms, sub-ms resolution).
+_STAMP = """
+window.__frames = [];
+const Native = window.WebSocket;
+window.WebSocket = function (...args) {
+  const ws = new Native(...args);
+  ws.addEventListener('message', (ev) => window.__frames.push([ev.data, performance.timeOrigin + performance.now()]));
+  return ws;
+};
+window.WebSocket.prototype = Native.prototype;
+Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
 """
+
+
+def _opened(frames: list) -> list[tuple[str, float, float]]:
+    """(prompt, call time t, epoch seconds the page received it) of every prompt_open."""
+    out = []
+    for data, ms in frames:
+        try:
+            msg = json.loads(data)
+        except (TypeError, ValueError):
+            continue
+        for m in (msg if isinstance(msg, list) else [msg]):
+            if isinstance(m, dict) and m.get("type") == "prompt_open":
+                out.append((m["prompt"], float(m["t"]), ms / 1000.0))
+    return out
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -101,9 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 380, "height": 700})
+            page.add_init_script(_STAMP)
             page.goto(session.overlay.url)
             page.wait_for_selector("#conn[data-state=open]", state="attached", timeout=10_000)
-            page.evaluate(_OBSERVER)
             time.sleep(1.0)
             e0 = time.time()
             players = [pa.play("coach_agent", tmp / "agent.wav", wait=False),
@@ -111,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             for pl in players:
                 pl.wait(600)
             time.sleep(3.0)
-            shown = page.evaluate("window.__shown")
+            shown = _opened(page.evaluate("window.__frames"))
             browser.close()
         call_wall = time.monotonic() - wall0
         cpu = _cpu() - cpu0  # before the recognizer processes exit
@@ -121,23 +140,19 @@ def main(argv: list[str] | None = None) -> None:
         session.close()
         pa.stop()
     e2e, share = [], []
-    opened_at: dict[str, float] = {}
-    for pid, ms in shown:
-        if not pid or pid in opened_at:
-            continue
-        at = ms / 1000.0
-        opened_at[pid] = at
+    for pid, t, at in shown:
         played = [e for e in ends if e0 + e <= at]
         if played:
             e2e.append(at - (e0 + played[-1]))
-    # The coach's share: the utterance that opened each prompt is the latest one the
-    # recognizers finished before the prompt reached the page.
-    for pid, at in opened_at.items():
-        before = [h for h in heard.values() if h <= at]
-        if before:
-            share.append(at - max(before))
+        # A prompt opens at the end time t of the utterance that opened it: the coach's
+        # share starts when the recognizer finished that utterance.
+        h = [v for (_spk, end), v in heard.items() if abs(end - t) < 1e-3]
+        if h:
+            share.append(at - min(h))
+    if os.environ.get("BENCH_DEBUG"):
+        print("heard", sorted(heard.items(), key=lambda kv: kv[1]), "\nshown", shown, "\ne0", e0)
     ncpu = os.cpu_count() or 1
-    print(f"live call {call.name}: {len(opened_at)} prompts on the page ({', '.join(opened_at)})")
+    print(f"live call {call.name}: {len(shown)} prompts opened on the page ({', '.join(p for p, _, _ in shown)})")
     print(f"end of speech in the played audio -> prompt on the page: p50 {_pct(e2e, .5):.2f} s, "
           f"p95 {_pct(e2e, .95):.2f} s, max {max(e2e, default=float('nan')):.2f} s (n={len(e2e)}; target p95 <= 1.5 s)")
     print(f"coach's own share (recognizer final -> page): p50 {1000 * _pct(share, .5):.0f} ms, "
