@@ -173,8 +173,11 @@ def encode(ev: Event, wall: float) -> dict | None:
             out["sentiment"] = _probs(ev.scores.sentiment)
         return out
     if isinstance(ev, Partial):
-        return {"type": "partial", "t": _num(ev.t, 3), "wall": w, "speaker": Speaker(ev.speaker).value,
-                "text": ev.text}
+        out = {"type": "partial", "t": _num(ev.t, 3), "wall": w, "speaker": Speaker(ev.speaker).value,
+               "text": ev.text}
+        if ev.arousal is not None:
+            out["arousal"] = _num(ev.arousal, 3)
+        return out
     if isinstance(ev, TrajectoryState):
         out = {
             "type": "trajectory",
@@ -357,7 +360,10 @@ def _voice(obj: Mapping) -> Voice | None:
 
 
 def _partial(obj: Mapping) -> Event:
-    return Partial(speaker=_speaker(obj), t=_float(obj, "t"), text=_str(obj, "text"))
+    arousal = _opt_float(obj, "arousal")
+    if arousal is not None and not 0.0 <= arousal <= 1.0:
+        raise _bad(f"partial arousal {arousal} is outside 0..1")
+    return Partial(speaker=_speaker(obj), t=_float(obj, "t"), text=_str(obj, "text"), arousal=arousal)
 
 
 def _trajectory(obj: Mapping) -> Event:

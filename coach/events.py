@@ -96,6 +96,7 @@ class Partial:
     speaker: Speaker
     t: float
     text: str
+    arousal: float | None = None  # customer only: voice arousal of the turn so far (0..1)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ CHUNK_S = 0.1  # 100 ms chunks: small enough for timely partials, large enough t
 QUEUE_SIZE = 64
 TICK_S = 0.5  # the coach's clock ticks at least this often in call time
 OVERTALK_GAP_S = 0.3  # a channel heard within this long counts as still talking
+PARTIAL_VOICE_S = 4.0  # a partial's arousal is measured over at most this much of the turn so far
 POLL_S = 0.05  # how often blocked threads look at the stop flag
 
 
@@ -129,6 +130,11 @@ class CoachCore:
         self.playbook.on_trajectory(state)
         prompts = self.playbook.on_utterance(item, embedding)
         return [item, state, *prompts]
+
+    def partial(self, p: Partial) -> list[Event]:
+        """A partial result (live): the event itself, then any early prompt it opens."""
+        self.t = max(self.t, p.t)
+        return [p, *self.playbook.on_partial_result(p)]
 
     def tick(self, t: float, last_speech: float | None = None, overtalk_s: float = 0.0) -> list[Event]:
         """Advance call time with no new utterance (``last_speech``, ``overtalk_s``: see Playbook.tick)."""
@@ -277,6 +283,16 @@ class Pipeline:
             self.on_heard(u)
         self._put(self._merge, u)
 
+    def _partial_voice(self, p: Partial, voice) -> Partial:
+        """A customer partial with the arousal of the turn so far, so the voice is heard
+        before the turn ends (never the agent's: no emotion is inferred on the agent)."""
+        if voice is None or p.speaker is not Speaker.CUSTOMER or voice.active_since is None:
+            return p
+        v = voice.measure(max(voice.active_since, p.t - PARTIAL_VOICE_S), p.t)
+        if v is None or not voice.is_speech(v):
+            return p
+        return dataclasses.replace(p, arousal=voice.arousal(v))
+
     def _paced(self, source) -> bool:
         return self.opt.speed is Speed.REALTIME and not getattr(source, "live", False)
 
@@ -320,7 +336,7 @@ class Pipeline:
                         for ev in rec.accept(item):
                             if isinstance(ev, Partial):
                                 if self.opt.partials:
-                                    self._put(self._merge, ev)
+                                    self._put(self._merge, self._partial_voice(ev, voice))
                             else:
                                 self._emit_utterance(ev, voice, speaker)
                         self._put(self._merge, _Watermark(
@@ -420,7 +436,7 @@ class Pipeline:
                 # carry no voice activity of their own).
                 tick_to(t, item.start if isinstance(item, Utterance) else None)
                 if isinstance(item, Partial):
-                    emit([item])
+                    emit(core.partial(item))
                 else:
                     emit(core.process(*next(scored)))
                 clock["reached"] = max(clock["reached"], t)

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import safeio
 from .errors import ConfigError
-from .events import Level, Prompt, ScoredUtterance, Speaker, TrajectoryState, Trend
+from .events import Level, Partial, Prompt, ScoredUtterance, Speaker, TrajectoryState, Trend
 from .trajectory import TrajectoryOptions
 
 
@@ -72,6 +72,7 @@ class CallContext:
     overlap_s: float = 0.0  # how long the current agent utterance talked over the customer
     last_speech: float | None = None  # call time anyone was last heard speaking (voice activity or an utterance)
     overtalk_s: float = 0.0  # live: seconds the agent has been talking over the customer (voice activity)
+    partial_arousal: float | None = None  # live: voice arousal of the customer turn still being spoken
     customer_history: list[ScoredUtterance] = field(default_factory=list)  # recent scored customer turns
 
     def said_since_upset(self, name: str) -> bool:
@@ -267,6 +268,10 @@ CONDITIONS: dict[str, _CondSpec] = {
     "agent_overtalk_s": _CondSpec(_nonneg, lambda c, v: c.overtalk_s >= v,
                                   doc="live: the agent has been talking over the customer for this many seconds "
                                       "(voice activity on both channels, checked on the call clock)"),
+    "partial_arousal_at_least": _CondSpec(_prob, lambda c, v: c.partial_arousal is not None and c.partial_arousal >= v,
+                                          doc="live, mid-turn: the customer's voice arousal so far in the turn still "
+                                              "being spoken (rules using it are checked on partial results, before "
+                                              "the turn ends, and never on words)"),
     "silence_below_s": _CondSpec(_nonneg, lambda c, v: _silence(c) is not None and _silence(c) < v,
                                  doc="someone was heard within this many seconds"),
 }
@@ -274,6 +279,9 @@ CONDITIONS: dict[str, _CondSpec] = {
 # Conditions that can change with no new utterance: rules that open on them are also
 # checked on every clock tick (the others only when an utterance ends).
 TICK_CONDITIONS = frozenset({"silence_at_least_s", "agent_overtalk_s"})
+# Conditions on a turn still being spoken: rules that open on them are checked on partial
+# results (live), so they can open before the turn ends.
+PARTIAL_CONDITIONS = frozenset({"partial_arousal_at_least"})
 
 
 def _silence(c: CallContext) -> float | None:
@@ -317,6 +325,11 @@ class Rule:
     close_when: tuple[Condition, ...] = ()
     better: str = ""  # for phrase coaching: what to say instead
     max_per_call: int = 0  # 0 = no limit
+
+    @property
+    def on_partial(self) -> bool:
+        """Checked on the customer's partial results (it opens on a mid-turn condition)."""
+        return any(c.name in PARTIAL_CONDITIONS for c in self.open_when)
 
     @property
     def on_tick(self) -> bool:
@@ -591,6 +604,20 @@ class Playbook:
                     ctx.abusive_since_boundary += 1
         return self._evaluate(u.end)
 
+    def on_partial_result(self, p: Partial) -> list[Prompt]:
+        """A customer turn still being spoken (live): open or close the early rules only.
+        Partial words carry no confidence, so only the voice is read here."""
+        ctx = self.ctx
+        if p.speaker is not Speaker.CUSTOMER or p.arousal is None:
+            return []
+        ctx.now = max(ctx.now, p.t)
+        ctx.current = None
+        ctx.partial_arousal = p.arousal
+        try:
+            return self._evaluate(ctx.now, only=lambda r: r.on_partial)
+        finally:
+            ctx.partial_arousal = None
+
     def tick(self, t: float, last_speech: float | None = None, overtalk_s: float = 0.0) -> list[Prompt]:
         """Advance the clock with no new utterance: expire prompts left open and check the
         time-based rules (dead air, overtalk). ``last_speech``: when anyone was last
@@ -602,7 +629,7 @@ class Playbook:
         ctx.overtalk_s = overtalk_s
         if last_speech is not None:
             ctx.last_speech = last_speech if ctx.last_speech is None else max(ctx.last_speech, last_speech)
-        return self._evaluate(t, tick=True)
+        return self._evaluate(t, only=lambda r: r.on_tick)
 
     def finish(self, t: float) -> list[Prompt]:
         """Close everything still open at the end of the call."""
@@ -648,20 +675,21 @@ class Playbook:
     def _expire(self, t: float) -> list[Prompt]:
         return [self._close(rid, t, "timed out") for rid, o in list(self.open.items()) if t - o.since >= o.rule.max_open_s]
 
-    def _evaluate(self, t: float, tick: bool = False) -> list[Prompt]:
-        """Close, then open, prompts at ``t``; on a clock tick only the time-based rules."""
+    def _evaluate(self, t: float, only: Callable[[Rule], bool] | None = None) -> list[Prompt]:
+        """Close, then open, prompts at ``t``; ``only``: just the rules it accepts (the
+        time-based ones on a clock tick, the mid-turn ones on a partial)."""
         ctx = self.ctx
         out = self._expire(t)
         # Close first, so a prompt whose cause went away makes room for another.
         for rid, o in list(self.open.items()):
-            if tick and not o.rule.on_tick:
+            if only is not None and not only(o.rule):
                 continue
             if o.since < t:
                 hit = next((c for c in o.rule.close_when if c.holds(ctx)), None)
                 if hit is not None:
                     out.append(self._close(rid, t, hit.name))
         for rule in sorted(self.cfg.rules, key=lambda r: (-r.severity, -r.priority)):
-            if rule.id in self.open or (tick and not rule.on_tick):
+            if rule.id in self.open or (only is not None and not only(rule)):
                 continue
             if t - self.closed_at.get(rule.id, -1e9) < rule.cooldown_s:
                 continue

@@ -48,6 +48,8 @@ class LiveView:
             self.lines.append((u.speaker, u.text, True))
         elif isinstance(ev, Partial):
             self.partial[ev.speaker] = ev.text
+            if ev.arousal is not None:
+                self.arousal = ev.arousal  # the voice, live, before the turn ends
         elif isinstance(ev, TrajectoryState) and ev.speaker is Speaker.CUSTOMER:
             self.escalation.append(ev.escalation)
             self.state, self.risk, self.arousal = ev.state.label, ev.risk, ev.arousal

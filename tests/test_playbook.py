@@ -212,3 +212,29 @@ def test_broken_playbook_gives_one_line_error(tmp_path, body, needle):
 def test_missing_playbook(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_playbook(tmp_path / "nope.yaml")
+
+
+def test_a_rising_voice_mid_turn_opens_let_them_vent_before_the_turn_ends():
+    """Live: once the customer is upset, a partial whose voice arousal reaches 0.7 opens
+    `let_them_vent` at the partial's time; calm voice, a calm customer, or the agent's
+    partials open nothing (no emotion is read on the agent), and partial words never count."""
+    from coach.events import Partial
+
+    def core_after(texts):
+        core = CoachCore(load_playbook())
+        scorer = Scorer(KeywordClassifier())
+        t = 0.0
+        for text in texts:
+            u = Utterance(Speaker.CUSTOMER, t, t + 2.0, text, (), 0.95)
+            for item, emb in scorer.score([u]):
+                core.process(item, emb)
+            t += 3.0
+        return core
+
+    upset = core_after(["this is ridiculous i am angry", "this is ridiculous i am furious"])
+    assert [e.prompt for e in upset.partial(Partial(Speaker.CUSTOMER, 7.0, "and", arousal=0.5))[1:]] == []
+    assert [e.prompt for e in upset.partial(Partial(Speaker.AGENT, 7.2, "sir", arousal=0.9))[1:]] == []
+    got = upset.partial(Partial(Speaker.CUSTOMER, 7.5, "kill", arousal=0.8))
+    assert got[0].text == "kill" and [(e.prompt, e.opened, e.t) for e in got[1:]] == [("let_them_vent", True, 7.5)]
+    calm = core_after(["hello i would like to check my order", "thank you very much"])
+    assert calm.partial(Partial(Speaker.CUSTOMER, 7.5, "and", arousal=0.95))[1:] == []
