@@ -36,6 +36,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from . import codec
 from .errors import CoachError, ConfigError
 from .events import Event
+from .supervisor import Served
 
 log = logging.getLogger("coach.overlay")
 
@@ -314,7 +315,7 @@ class _Client:
         self.dropped = 0
 
 
-class OverlayServer:
+class OverlayServer(Served):
     """The overlay page, ``/api/state``, ``/healthz`` and the ``/ws`` push channel.
 
     ``publish(obj)`` takes a codec-encoded event from any thread and never waits on a
@@ -336,28 +337,6 @@ class OverlayServer:
         self._dims = (transcript, series)
         self._clients: set[_Client] = set()
         self.web = WebServer(self._app(), host, port, token, what="the overlay")
-
-    # -- lifecycle
-    @property
-    def port(self) -> int:
-        return self.web.port
-
-    @property
-    def url(self) -> str:
-        return self.web.url
-
-    def start(self) -> "OverlayServer":
-        self.web.start()
-        return self
-
-    def stop(self, timeout: float = 1.0) -> None:
-        self.web.stop(timeout)
-
-    def __enter__(self) -> "OverlayServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def clients(self) -> int:

@@ -278,7 +278,34 @@ class _Session:
                 "open": opened, "alerts": list(self.alerts)}
 
 
-class BoardServer:
+class Served:
+    """Lifecycle of a server object that owns a :class:`WebServer` as ``self.web``."""
+
+    web: Any  # coach.overlay.WebServer (imported lazily: no web stack at import)
+
+    @property
+    def port(self) -> int:
+        return self.web.port
+
+    @property
+    def url(self) -> str:
+        return self.web.url
+
+    def start(self):
+        self.web.start()
+        return self
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self.web.stop(timeout)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class BoardServer(Served):
     """``coach board``: receives webhook reports at ``POST /api/report`` and shows the sessions.
 
     Memory is bounded: at most ``max_sessions`` (the stalest ended one, else the stalest,
@@ -299,27 +326,6 @@ class BoardServer:
         self._lock = threading.Lock()
         self._sessions: dict[str, _Session] = {}
         self.web = WebServer(self._app(), host, port, token, what="the board")
-
-    @property
-    def port(self) -> int:
-        return self.web.port
-
-    @property
-    def url(self) -> str:
-        return self.web.url
-
-    def start(self) -> "BoardServer":
-        self.web.start()
-        return self
-
-    def stop(self, timeout: float = 1.0) -> None:
-        self.web.stop(timeout)
-
-    def __enter__(self) -> "BoardServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def ingest(self, rep: dict) -> None:
         """Apply one payload already checked by :func:`parse_report`."""

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from .replay import execute
+from .replay import add_model_options, execute
 
 
 def run_live(args: argparse.Namespace) -> int:
@@ -47,11 +47,7 @@ def register(sub) -> None:
     r.add_argument("--tui", action="store_true", help="a terminal view (current prompt, state, transcript)")
     r.add_argument("--quiet", action="store_true", help="no timeline on stdout")
     r.add_argument("--no-partials", action="store_true", help="no partial transcripts (a little less CPU)")
-    r.add_argument("--engine", default="auto", choices=["auto", "vosk", "pocketsphinx"],
-                   help="speech engine: Vosk when a model is found (auto), or the bundled PocketSphinx")
-    r.add_argument("--vosk-model", metavar="PATH", help="a Vosk model folder (else $VOSK_MODEL or models/vosk-*)")
-    r.add_argument("--model", metavar="PATH", help="classifier folder or name (default: escalation-minilm)")
-    r.add_argument("--playbook", metavar="YAML", help="playbook file (default: configs/playbook.yaml)")
+    add_model_options(r)
     r.set_defaults(func=run_live)
 
 

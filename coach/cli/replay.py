@@ -99,16 +99,21 @@ def _demo(args: argparse.Namespace) -> int:
     return run_replay(ns)
 
 
-def _add_common(r: argparse.ArgumentParser) -> None:
-    r.add_argument("--speed", default="fast", help="fast (default), realtime, or a rate such as 2x")
-    r.add_argument("--events", metavar="OUT.jsonl",
-                   help="write every event as JSON lines to this new file (see docs/events.md)")
-    r.add_argument("--force", action="store_true", help="replace --events if it exists (never an input file)")
+def add_model_options(r: argparse.ArgumentParser) -> None:
+    """Engine, classifier and playbook: the same flags for replay and live."""
     r.add_argument("--engine", default="auto", choices=["auto", "vosk", "pocketsphinx"],
                    help="speech engine: Vosk when a model is found (auto), or the bundled PocketSphinx")
     r.add_argument("--vosk-model", metavar="PATH", help="a Vosk model folder (else $VOSK_MODEL or models/vosk-*)")
     r.add_argument("--model", metavar="PATH", help="classifier folder or name (default: escalation-minilm)")
     r.add_argument("--playbook", metavar="YAML", help="playbook file (default: configs/playbook.yaml)")
+
+
+def _add_common(r: argparse.ArgumentParser) -> None:
+    r.add_argument("--speed", default="fast", help="fast (default), realtime, or a rate such as 2x")
+    r.add_argument("--events", metavar="OUT.jsonl",
+                   help="write every event as JSON lines to this new file (see docs/events.md)")
+    r.add_argument("--force", action="store_true", help="replace --events if it exists (never an input file)")
+    add_model_options(r)
     r.add_argument("--trajectory", action="store_true", help="show the customer's trajectory in the timeline")
     r.add_argument("--quiet", action="store_true", help="no timeline on stdout (a progress bar on a terminal's stderr)")
     r.add_argument("--partials", action="store_true",
@@ -130,4 +135,4 @@ def register(sub) -> None:
     d.set_defaults(func=_demo, customer_file=None, agent_channel="left", mono_speaker="customer")
 
 
-__all__ = ["execute", "register", "run_replay"]
+__all__ = ["add_model_options", "execute", "register", "run_replay"]
