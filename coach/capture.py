@@ -59,6 +59,9 @@ def _sd():
     except OSError as e:
         raise AudioError(f"the PortAudio library is missing ({e})",
                          "install it: apt-get install libportaudio2") from None
+    except Exception as e:  # noqa: BLE001 - PortAudio failing to initialise raises PortAudioError
+        raise AudioError(f"PortAudio could not start ({_one_line(e)})",
+                         "check the sound system (e.g. `pactl info`), then retry") from None
     return sounddevice
 
 

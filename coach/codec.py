@@ -361,9 +361,10 @@ def _voice(obj: Mapping) -> Voice | None:
 
 def _partial(obj: Mapping) -> Event:
     arousal = _opt_float(obj, "arousal")
-    if arousal is not None and not 0.0 <= arousal <= 1.0:
-        raise _bad(f"partial arousal {arousal} is outside 0..1")
-    return Partial(speaker=_speaker(obj), t=_float(obj, "t"), text=_str(obj, "text"), arousal=arousal)
+    speaker = _speaker(obj)
+    if arousal is not None and (not 0.0 <= arousal <= 1.0 or speaker is not Speaker.CUSTOMER):
+        raise _bad(f"partial arousal {arousal} is outside 0..1 or not the customer's")
+    return Partial(speaker=speaker, t=_float(obj, "t"), text=_str(obj, "text"), arousal=arousal)
 
 
 def _trajectory(obj: Mapping) -> Event:

@@ -42,6 +42,7 @@ CHUNK_S = 0.1  # 100 ms chunks: small enough for timely partials, large enough t
 QUEUE_SIZE = 64
 TICK_S = 0.5  # the coach's clock ticks at least this often in call time
 OVERTALK_GAP_S = 0.3  # a channel heard within this long counts as still talking
+DRAIN_S = 0.7  # live stop: how long the recognizers get to finish the turn being spoken
 PARTIAL_VOICE_S = 4.0  # a partial's arousal is measured over at most this much of the turn so far
 POLL_S = 0.05  # how often blocked threads look at the stop flag
 
@@ -200,11 +201,27 @@ class Pipeline:
         self.sink = sink
         self.opt = options
         self._stop = threading.Event()
+        self._draining = threading.Event()  # live stop: the source is closed, recognizers finish
+        self._source = None
         self._errors: list[BaseException] = []
         self._merge: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE * 4)
         self.dropped_noise = {s.value: 0 for s in Speaker}  # utterances the voice gate found to be noise
 
     def stop(self) -> None:
+        """End the run. Live, the first call closes the source so the recognizers finish
+        the turn being spoken (it lands in the events file), with a hard stop after
+        ``DRAIN_S``; a second call, or any replay, stops at once."""
+        src = self._source
+        if src is not None and getattr(src, "live", False) and not self._draining.is_set():
+            self._draining.set()
+            timer = threading.Timer(DRAIN_S, self._stop.set)
+            timer.daemon = True
+            timer.start()
+            try:
+                src.close()
+            except Exception:  # noqa: BLE001 - a failing device must not block stopping
+                self._stop.set()
+            return
         self._stop.set()
 
     # -- plumbing helpers
@@ -244,6 +261,7 @@ class Pipeline:
         time actually reached; an error is re-raised after that.
         """
         source.open()
+        self._source = source
         if source.kind == "audio":
             if self.engine is None:
                 raise CoachError("no speech recognizer is loaded", "open an engine with coach.stt.open_engine()")
@@ -359,18 +377,31 @@ class Pipeline:
         def feed() -> None:
             t0 = time.monotonic()
             grid = TICK_S
+            # A transcript is in memory already; knowing every turn's span lets each
+            # watermark say when someone was last talking (a turn ending late can have
+            # started long before the turns released ahead of it: not dead air).
+            utts = list(source.utterances())
+            spans = sorted((u.start, u.end) for u in utts)
+            cover = {"i": 0, "until": None}
 
-            def advance(t: float, active: float | None = None) -> bool:
+            def covered(t: float) -> float | None:
+                while cover["i"] < len(spans) and spans[cover["i"]][0] <= t:
+                    end = spans[cover["i"]][1]
+                    cover["until"] = end if cover["until"] is None else max(cover["until"], end)
+                    cover["i"] += 1
+                return None if cover["until"] is None else min(t, cover["until"])
+
+            def advance(t: float) -> bool:
                 # One ordered source: both channels have reached t. In paced replay the
                 # watermark moves with the wall clock, so timeouts fire on time there too.
                 if paced:
                     self._pace(t0, t)
-                return all(self._put(self._merge, _Watermark(s, t, active)) for s in Speaker)
+                active = covered(t)
+                return all(self._put(self._merge, _Watermark(s, t, active, active)) for s in Speaker)
 
-            for u in source.utterances():
-                while paced and grid < u.end:
-                    # Inside the next utterance someone is talking: not dead air.
-                    if not advance(grid, grid if grid >= u.start else None):
+            for u in utts:
+                while grid < u.end:
+                    if not advance(grid):
                         return
                     grid += TICK_S
                 if paced:
@@ -477,7 +508,7 @@ class Pipeline:
                 if marks:
                     advance(min(marks.values()))
         finally:
-            summary.stopped = self._stop.is_set() and not self._errors
+            summary.stopped = (self._stop.is_set() or self._draining.is_set()) and not self._errors
             self._stop.set()
             deadline = time.monotonic() + 1.0
             for th in threads:

@@ -70,6 +70,11 @@ class Settings:
                 raise ConfigError("both --device and --agent-device/--customer-device given", "use one or the other")
             if self.port is not None and not 0 <= int(self.port) <= 65535:
                 raise ConfigError(f"port {self.port} is out of range", "use 1-65535, or 0 for any free port")
+            if self.token is not None and len(self.token) < 16:
+                raise ConfigError("the token is shorter than 16 characters", "use a longer, random token")
+            if self.name is not None and (not self.name.strip() or len(self.name) > 128 or not self.name.isprintable()):
+                raise ConfigError(f"session name {self.name!r} is empty, too long or has control characters",
+                                  "use up to 128 printable characters")
         elif not str(self.call or "").strip():
             raise ConfigError("no call given", "pass a recording or a transcript .json")
         if self.agent_channel not in ("left", "right"):
@@ -194,6 +199,11 @@ class Session:
 
         if s.events:
             self.events_path = check_events_path(s.events, [s.record, s.playbook, s.model], force=s.force)
+        if s.record:
+            from .sinks import same_file
+            if any(p and same_file(Path(s.record), Path(p)) for p in (s.playbook, s.model, s.events)):
+                raise ConfigError(f"--record {s.record} is one of the session's other files",
+                                  "record to a new file")
         if s.supervisor:
             from .supervisor import check_url
             check_url(s.supervisor)
@@ -219,10 +229,27 @@ class Session:
         return self
 
     def close(self) -> None:
-        """Stop what outlives a run (the overlay server); safe to call twice."""
+        """Stop what outlives a run (the overlay server, a live source and its recording,
+        even when loading failed half-way); safe to call twice."""
+        if self.settings.live and self.source is not None:
+            self.source.close()
         if self.overlay is not None:
-            self.overlay.stop()
+            self.overlay.stop(0.5)
             self.overlay = None
+
+    def capture_report(self) -> str | None:
+        """One line on what live capture lost (drops, overflows, device losses), or None."""
+        stats = getattr(self.source, "stats", None)
+        if not self.settings.live or stats is None:
+            return None
+        parts = []
+        for st in stats().values():
+            bad = [f"{n} {what}" for n, what in ((st.dropped_blocks, "blocks dropped (the coach fell behind)"),
+                                                (st.overflows, "input overflows"), (st.losses, "losses"),
+                                                (st.reopens, "reopens")) if n]
+            if bad:
+                parts.append(f"{st.device}: " + ", ".join(bad))
+        return "; ".join(parts) or "capture: nothing dropped, no device lost"
 
     def _sinks(self, bus: Bus) -> None:
         from .sinks import JsonlSink, Progress, Timeline

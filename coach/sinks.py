@@ -178,7 +178,7 @@ class Progress:
 # ---------------------------------------------------------------- events file
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
@@ -194,7 +194,7 @@ def check_events_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
     """
     p = Path(path).expanduser()
     for inp in inputs:
-        if inp is not None and (_same_file(p, Path(inp)) or p.resolve() == Path(inp).expanduser().resolve()):
+        if inp is not None and (same_file(p, Path(inp)) or p.resolve() == Path(inp).expanduser().resolve()):
             raise CoachError(f"--events {p} is one of this call's inputs and would be overwritten",
                              "choose a new file for --events, e.g. out/events.jsonl")
     if p.is_dir():

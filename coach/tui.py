@@ -18,6 +18,7 @@ from .events import CallEnd, Event, Partial, Prompt, ScoredUtterance, Speaker, T
 from .sinks import fmt_t, safe_text
 
 _SPARK = " ▁▂▃▄▅▆▇█"
+PARTIAL_TTL_S = 5.0
 _SEVERITY_STYLE = {"critical": "1;97;41", "warn": "1;30;43", "info": "1;30;46"}
 
 
@@ -27,7 +28,7 @@ class LiveView:
 
     open_prompts: dict[str, Prompt] = field(default_factory=dict)
     lines: deque = field(default_factory=lambda: deque(maxlen=6))  # (speaker, text, final)
-    partial: dict[Speaker, str] = field(default_factory=dict)
+    partial: dict[Speaker, tuple[str, float]] = field(default_factory=dict)  # text, call time
     escalation: deque = field(default_factory=lambda: deque(maxlen=40))
     state: str = "calm"
     risk: float = 0.0
@@ -47,7 +48,7 @@ class LiveView:
             self.partial.pop(u.speaker, None)
             self.lines.append((u.speaker, u.text, True))
         elif isinstance(ev, Partial):
-            self.partial[ev.speaker] = ev.text
+            self.partial[ev.speaker] = (ev.text, ev.t)
             if ev.arousal is not None:
                 self.arousal = ev.arousal  # the voice, live, before the turn ends
         elif isinstance(ev, TrajectoryState) and ev.speaker is Speaker.CUSTOMER:
@@ -58,6 +59,10 @@ class LiveView:
             self.ended = True
             self.open_prompts.clear()
         self.t = max(self.t, getattr(ev, "t", 0.0) or 0.0)
+        # A partial whose turn never became an utterance (noise, a dropped fragment) fades.
+        for who, (_, t) in list(self.partial.items()):
+            if self.t - t > PARTIAL_TTL_S:
+                del self.partial[who]
 
     def current(self) -> Prompt | None:
         """The prompt to show: highest priority first, then the most recently opened."""
@@ -91,7 +96,7 @@ class LiveView:
         out.append("")
         for who, text, _ in self.lines:
             out.append(f"{who.value[:4]:>4}  {safe_text(text)}"[:width])
-        for who, text in self.partial.items():
+        for who, (text, _) in self.partial.items():
             out.append(c("2", f"{who.value[:4]:>4}  {safe_text(text)} ..."[:width]))
         return out
 
@@ -111,7 +116,9 @@ class TuiSink:
     def handle(self, ev: Event, wall: float) -> None:
         self.view.apply(ev)
         now = time.monotonic()
-        if now - self._last >= self._min_gap or isinstance(ev, (Prompt, CallEnd)):
+        # Only partials (several a second) are throttled: every other event is drawn, so
+        # the state shown is never one event behind.
+        if not isinstance(ev, Partial) or now - self._last >= self._min_gap:
             self._last = now
             self._draw()
 

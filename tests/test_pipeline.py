@@ -357,3 +357,60 @@ def test_agent_talking_over_the_customer_is_seen_while_it_happens(tmp_path):
 def resources_playbook():
     from coach import resources
     return resources.locate(resources.PLAYBOOK)
+
+
+def test_a_nested_short_turn_does_not_make_a_long_turn_dead_air():
+    """Transcripts are released by end time: the agent's "uh-huh" (35-36 s) comes before
+    the customer's long turn (10-40 s) that surrounds it. Nobody was silent after 9 s."""
+    utts = [Utterance(Speaker.AGENT, 7.0, 9.0, "how can i help", (), 0.95),
+            Utterance(Speaker.AGENT, 35.0, 36.0, "uh huh", (), 0.95),
+            Utterance(Speaker.CUSTOMER, 10.0, 40.0, "well it started last week when " * 8, (), 0.95)]
+    for opts in (ReplayOptions(), ReplayOptions(speed=Speed.REALTIME, rate=50.0)):
+        events = []
+        Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(None),
+                 sink=events.append, options=opts).run(UtteranceListSource(utts))
+        assert _dead_air(events) == []
+
+
+def test_stopping_a_live_call_keeps_the_turn_being_spoken():
+    """Ctrl-C on a live call: the source is closed first, so the recognizer finishes the
+    turn it was still holding (it is in the events), then the call ends."""
+
+    class LiveArray:
+        kind, live, duration, description, warnings = "audio", True, None, "live test", ()
+        speakers = (Speaker.AGENT, Speaker.CUSTOMER)
+        sample_rate = 16000
+
+        def __init__(self):
+            self.closed = threading.Event()
+
+        def open(self):
+            pass
+
+        def chunks(self, chunk_s=0.1):
+            n = int(chunk_s * 16000)
+            for k in range(20):  # 2 s of audio, then the device stays open until closed
+                yield tuple(AudioChunk(s, k * chunk_s, np.zeros(n, np.int16), 16000) for s in self.speakers)
+            self.closed.wait(10)
+
+        def close(self):
+            self.closed.set()
+
+    class Holding(ScriptedRecognizer):
+        def finish(self):  # the customer's turn is only complete when the stream ends
+            return [Utterance(self.speaker, 0.5, 1.9, "i am still talking", (), 0.9)] if self.speaker is Speaker.CUSTOMER else []
+
+    class Engine(ScriptedEngine):
+        def recognizer(self, speaker):
+            return Holding(speaker, [], 0.0)
+
+    events = []
+    p = Pipeline(scorer=Scorer(KeywordClassifier()), playbook=load_playbook(None), sink=events.append,
+                 engine=Engine({}, {}), options=PLUMBING)
+    src = LiveArray()
+    threading.Timer(0.5, p.stop).start()
+    t0 = time.monotonic()
+    summary = p.run(src)
+    assert time.monotonic() - t0 < 2.0 and summary.stopped
+    said = [e.utterance.text for e in events if isinstance(e, ScoredUtterance)]
+    assert said == ["i am still talking"] and isinstance(events[-1], CallEnd)

@@ -86,6 +86,9 @@ def execute(settings) -> int:
     status(f"{'stopped at' if summary.stopped else 'done:'} {summary.duration:.1f} s of call, "
            f"{summary.utterances['agent']} agent and {summary.utterances['customer']} customer utterances, "
            f"customer peak {summary.peak}; prompts opened: {opened}; took {summary.wall_s:.1f} s")
+    capture = session.capture_report()
+    if capture:
+        status(capture)
     if result.events_path is not None and code == 0:
         status(f"{result.events_written} events written to {safe_text(str(result.events_path))}")
     if signals:
