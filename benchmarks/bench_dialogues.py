@@ -1,0 +1,124 @@
+"""Real dialogues replayed as transcripts: alarms on calm calls, prompts that meet anger.
+
+The dev dialogues of MELD (``dev_sent_emo.csv``) and DailyDialog (``validation`` rows)
+are human-written turns with an emotion label per turn. Each becomes a transcript:
+
+* **angry** dialogues have a turn labelled anger or disgust; the first speaker to turn
+  angry plays the customer, everyone else the agent;
+* **calm** dialogues have no anger, disgust, sadness or fear turn and 6 turns or more;
+  the first speaker plays the customer.
+
+Turns get speech-like timing (150 words per minute, 0.6 s between turns) and are
+replayed through the shipped classifier and playbook exactly as ``coach replay
+transcript.json`` does (human text: every word confident). Printed:
+
+* the share of calm dialogues that get ``apologize``, ``set_boundary`` or
+  ``call_security`` (target at most 10%);
+* the share of angry dialogues in which a de-escalation prompt opens by the end of the
+  customer's second turn counting from the first outburst (target at least 70%).
+
+    python benchmarks/bench_dialogues.py [--limit N]
+
+Data: ``../shared/data/text`` (dev splits only; official test splits are never read).
+Asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TEXT = REPO.parent / "shared" / "data" / "text"
+ANGRY = {"anger", "disgust"}
+NOT_CALM = ANGRY | {"sadness", "fear"}
+ALARMS = {"apologize", "set_boundary", "call_security"}
+DEESCALATE = {"apologize", "paraphrase", "slow_down", "let_them_finish", "let_them_vent", "talking_over",
+              "set_boundary", "call_security", "end_or_escalate"}
+
+
+def meld() -> list[list[tuple[str, str, str]]]:
+    """MELD dev dialogues as [(speaker, text, emotion)] in order."""
+    by: dict[str, list] = defaultdict(list)
+    with open(TEXT / "meld" / "dev_sent_emo.csv", newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            by[r["Dialogue_ID"]].append((int(r["Utterance_ID"]), r["Speaker"], r["Utterance"], r["Emotion"].lower()))
+    return [[(s, t, e) for _, s, t, e in sorted(d)] for _, d in sorted(by.items(), key=lambda kv: int(kv[0]))]
+
+
+def dailydialog() -> list[list[tuple[str, str, str]]]:
+    """DailyDialog validation dialogues as [(speaker, text, emotion)] in order."""
+    by: dict[str, list] = defaultdict(list)
+    with open(TEXT / "dailydialog" / "dailydialog_utterances.tsv", newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f, delimiter="\t"):
+            if r["split"] == "validation":
+                by[r["dialogue_id"]].append((int(r["utt_idx"]), r["speaker"], r["utterance"], r["emotion"].lower()))
+    return [[(s, t, e) for _, s, t, e in sorted(d)] for _, d in sorted(by.items())]
+
+
+def transcript(dialogue, customer: str):
+    """Utterances with speech-like timing; returns (utterances, index of first angry customer turn)."""
+    from coach.events import Speaker, Utterance, Word
+    t, out, first = 0.5, [], None
+    for speaker, text, emotion in dialogue:
+        words = text.split() or ["..."]
+        dur = max(0.6, len(words) / 2.5)
+        who = Speaker.CUSTOMER if speaker == customer else Speaker.AGENT
+        step = dur / len(words)
+        ws = tuple(Word(w, t + i * step, t + (i + 1) * step, 1.0) for i, w in enumerate(words))
+        out.append(Utterance(who, t, t + dur, text, ws, 1.0))
+        if first is None and who is Speaker.CUSTOMER and emotion in ANGRY:
+            first = len(out) - 1
+        t += dur + 0.6
+    return out, first
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=int, default=0, help="at most N dialogues per corpus (0: all)")
+    args = ap.parse_args(argv)
+    if not TEXT.is_dir():
+        raise SystemExit(f"{TEXT} is missing: the benchmark needs ../shared/data beside the checkout")
+    from coach.classifier import load_classifier
+    from coach.events import Prompt, Speaker
+    from coach.pipeline import Pipeline, Scorer
+    from coach.playbook import load_playbook
+    from coach.sources import UtteranceListSource
+
+    clf, pb = load_classifier(), load_playbook(None)
+    t0 = time.monotonic()
+    for name, dialogues in (("MELD dev", meld()), ("DailyDialog validation", dailydialog())):
+        if args.limit:
+            dialogues = dialogues[:args.limit]
+        calm_n = calm_alarm = angry_n = angry_met = 0
+        for d in dialogues:
+            emotions = [e for _, _, e in d]
+            angry = any(e in ANGRY for e in emotions)
+            if not angry and (len(d) < 6 or any(e in NOT_CALM for e in emotions)):
+                continue
+            customer = next(s for s, _, e in d if e in ANGRY) if angry else d[0][0]
+            utts, first = transcript(d, customer)
+            events: list = []
+            Pipeline(scorer=Scorer(clf, pb.min_word_conf, pb.min_content_words), playbook=pb,
+                     sink=events.append).run(UtteranceListSource(utts))
+            opened = [e for e in events if isinstance(e, Prompt) and e.opened]
+            if angry:
+                cust = [i for i, u in enumerate(utts) if u.speaker is Speaker.CUSTOMER and i >= first]
+                deadline = utts[cust[min(1, len(cust) - 1)]].end
+                angry_n += 1
+                angry_met += any(p.prompt in DEESCALATE and utts[first].start <= p.t <= deadline for p in opened)
+            else:
+                calm_n += 1
+                calm_alarm += any(p.prompt in ALARMS for p in opened)
+        print(f"{name}: calm dialogues with apologize/set_boundary/call_security: {calm_alarm}/{calm_n} = "
+              f"{100 * calm_alarm / max(calm_n, 1):.1f}% (target <= 10%); angry dialogues met by a de-escalation "
+              f"prompt within two customer turns: {angry_met}/{angry_n} = {100 * angry_met / max(angry_n, 1):.1f}% "
+              f"(target >= 70%)")
+    print(f"took {time.monotonic() - t0:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
