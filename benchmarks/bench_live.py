@@ -149,8 +149,6 @@ def main(argv: list[str] | None = None) -> None:
         h = [v for (_spk, end), v in heard.items() if abs(end - t) < 1e-3]
         if h:
             share.append(at - min(h))
-    if os.environ.get("BENCH_DEBUG"):
-        print("heard", sorted(heard.items(), key=lambda kv: kv[1]), "\nshown", shown, "\ne0", e0)
     ncpu = os.cpu_count() or 1
     print(f"live call {call.name}: {len(shown)} prompts opened on the page ({', '.join(p for p, _, _ in shown)})")
     print(f"end of speech in the played audio -> prompt on the page: p50 {_pct(e2e, .5):.2f} s, "

@@ -397,7 +397,7 @@ class Pipeline:
                 if paced:
                     self._pace(t0, t)
                 active = covered(t)
-                return all(self._put(self._merge, _Watermark(s, t, active, active)) for s in Speaker)
+                return all(self._put(self._merge, _Watermark(s, t, active)) for s in Speaker)
 
             for u in utts:
                 while grid < u.end:
@@ -463,9 +463,7 @@ class Pipeline:
             utts = [x[2] for x in ready if isinstance(x[2], Utterance)]
             scored = iter(self.scorer.score(utts)) if utts else iter(())
             for t, _, item in ready:
-                # Ticks inside a finished utterance see its speaker talking (transcripts
-                # carry no voice activity of their own).
-                tick_to(t, item.start if isinstance(item, Utterance) else None)
+                tick_to(t)
                 if isinstance(item, Partial):
                     emit(core.partial(item))
                 else:
@@ -475,13 +473,10 @@ class Pipeline:
                 tick_to(horizon)
                 clock["reached"] = max(clock["reached"], horizon)
 
-        def tick_to(t: float, speaking_from: float | None = None) -> None:
+        def tick_to(t: float) -> None:
             while clock["next_tick"] <= t:
                 g = clock["next_tick"]
-                last, over = heard_by(g)
-                if speaking_from is not None and g >= speaking_from:
-                    last = g if last is None else max(last, g)
-                emit(core.tick(g, last, over))
+                emit(core.tick(g, *heard_by(g)))
                 clock["next_tick"] += TICK_S
 
         for th in threads:

@@ -627,6 +627,7 @@ class VoiceTracker:
         self._pow_n = 0                                # blocks written, ever
         self._floor_cache: float | None = None
         self._floor_dirty = True
+        self._floor_at = -10**9  # _pow_n when _active last refreshed the floor
         self.last_active: float | None = None          # call time of the latest chunk with speech energy
         self.active_since: float | None = None         # start of the current run of activity (gaps < 0.3 s)
 
@@ -679,7 +680,12 @@ class VoiceTracker:
         both the speech gate's level and its SNR over the running floor. Energy only,
         so it works when the words fail; used for dead air (never for emotion)."""
         gate = self.calibration.gate
-        floor = self.noise_floor_db()
+        # The floor is a percentile over 20 s: refreshing it once a second is plenty, and
+        # keeps this per-chunk check to a comparison.
+        if self._floor_dirty and self._pow_n - self._floor_at >= 100:
+            self._floor_at = self._pow_n
+            self.noise_floor_db()
+        floor = self._floor_cache
         thr = max(gate.min_loudness_db, (floor if floor is not None else -90.0) + gate.min_snr_db)
         return int(np.count_nonzero(_db(p) >= thr)) >= 5
 

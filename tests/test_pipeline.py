@@ -262,6 +262,15 @@ def test_an_error_still_closes_prompts_and_ends_the_call():
 # ---------------------------------------------------------------- dead air
 
 
+class Deaf:
+    """An engine whose recognizers hear no words: only voice activity is left."""
+
+    name, sample_rate, description = "deaf", 16000, "hears nothing"
+
+    def recognizer(self, speaker):
+        return type("R", (), {"accept": lambda s, c: [], "finish": lambda s: [], "reset": lambda s: None})()
+
+
 def _dead_air(events):
     return [(e.opened, round(e.t, 1)) for e in events if isinstance(e, Prompt) and e.prompt == "dead_air"]
 
@@ -294,12 +303,6 @@ def test_dead_air_from_voice_activity_on_audio():
     noise, then speech again. No recognizer hears words (a silent engine), yet voice
     activity puts dead air at 2 + 3 + 12 s and its end where the sound comes back."""
 
-    class Deaf:
-        name, sample_rate, description = "deaf", 16000, "hears nothing"
-
-        def recognizer(self, speaker):
-            return type("R", (), {"accept": lambda s, c: [], "finish": lambda s: [], "reset": lambda s: None})()
-
     rng = np.random.default_rng(0)
     rate = 16000
     quiet = (rng.standard_normal(16 * rate) * 10).astype(np.int16)       # about -70 dBFS
@@ -320,12 +323,6 @@ def test_agent_talking_over_the_customer_is_seen_while_it_happens(tmp_path):
     tick), long before either utterance could end; the customer starting over a talking
     agent is not counted."""
     import yaml
-
-    class Deaf:
-        name, sample_rate, description = "deaf", 16000, "hears nothing"
-
-        def recognizer(self, speaker):
-            return type("R", (), {"accept": lambda s, c: [], "finish": lambda s: [], "reset": lambda s: None})()
 
     raw = yaml.safe_load(resources_playbook().read_text())
     rule = next(r for r in raw["prompts"] if r["id"] == "talking_over")
