@@ -10,9 +10,11 @@ Rows carry their source, split, licence and ``commercial_ok`` so that training c
 leave out non-commercial data and the model card can list what a model saw.
 
 Built-in sources read the public sets under ``../shared/data/text`` (see
-``SOURCES.md``). Sets shipped without a dev split (OLID, Davidson, ThreatGram) get a
-fixed, seeded hold-out chosen by a hash of the text, so duplicates never straddle the
-split and the split does not depend on which other rows are loaded.
+``SOURCES.md``). OLID and ThreatGram, shipped without a dev split, use the standard
+benchmark's slices (crc32 % 5 == 0, see :func:`standard_dev`), so no row the benchmark
+scores is trained on; Davidson gets a fixed, seeded hold-out chosen by a hash of the
+text. Either way duplicates never straddle the split and the split does not depend on
+which other rows are loaded.
 
 Researchers add their own data without code through the generic CSV/TSV/JSONL
 loader (:class:`SourceSpec` with ``kind: generic``); bad files raise
@@ -26,6 +28,7 @@ import hashlib
 import io
 import json
 import random
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,6 +184,13 @@ def dev_holdout(text: str, fraction: float) -> bool:
 
 
 # --- reading files ------------------------------------------------------------------
+
+def standard_dev(key: str) -> bool:
+    """The dev slice of the project's standard benchmark (``../shared/eval/standard_mapping.py``)
+    for sets shipped without one: crc32 of the OLID tweet id, or of the ThreatGram reply,
+    modulo 5 is 0. These rows are dev only, never trained or tuned on."""
+    return zlib.crc32(str(key).encode()) % 5 == 0
+
 
 def _read_text(path: Path) -> str:
     """Whole file as UTF-8 (a BOM is dropped); a bad path, type, size or byte -> DataError."""
@@ -339,7 +349,7 @@ def _olid(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example]:
         a, b = row["subtask_a"].strip(), row["subtask_b"].strip()
         raw = a if a == "NOT" else f"{a}/{b}"
         text = row["tweet"]
-        yield _ex(schema, "olid", raw, text, "dev" if dev_holdout(text, frac) else "train", f"{p}:{line}")
+        yield _ex(schema, "olid", raw, text, "dev" if standard_dev(row["id"]) else "train", f"{p}:{line}")
 
 
 def _davidson(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example]:
@@ -361,7 +371,7 @@ def _threatgram(root: Path, schema: LabelSchema, frac: float) -> Iterator[Exampl
     for i, row in enumerate(rows):
         text = row.get("reply") or ""
         yield _ex(schema, "threatgram", names.get(row.get("Label"), str(row.get("Label"))), text,
-                  "dev" if dev_holdout(text, frac) else "train", f"{p}:item{i}")
+                  "dev" if standard_dev(text) else "train", f"{p}:item{i}")
 
 
 BUILTIN: dict[str, Loader] = {
