@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
-from .events import LEVELS, SENTIMENTS, Scores
+from .events import LEVELS, SENTIMENTS, Scores, decide_level
 from .text import normalize_speech
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,46 @@ def default_threads() -> int:
     return 1
 
 
+def merge_lora(model: nn.Module, adapter: str | Path) -> int:
+    """Fold a peft LoRA adapter into ``model``'s weights in place: ``W += s * B @ A``.
+
+    Done here rather than with peft so that running a fine-tuned model needs neither
+    peft nor any extra compute per utterance (the merged encoder costs what the bare
+    one does). Reads ``adapter_config.json`` and ``adapter_model.safetensors``; returns
+    the number of merged layers. Anything it cannot merge is a one-line ModelError.
+    """
+    from safetensors.torch import load_file
+
+    adapter = Path(adapter)
+    fix = "retrain with `coach train --config configs/train/lora.yaml`"
+    try:
+        conf = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+        state = load_file(str(adapter / "adapter_model.safetensors"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read LoRA adapter {adapter} ({type(exc).__name__})", fix) from None
+    if conf.get("peft_type", "LORA") != "LORA" or conf.get("fan_in_fan_out") or conf.get("use_dora"):
+        raise ModelError(f"LoRA adapter {adapter} uses options this loader does not merge", fix)
+    r, alpha = int(conf.get("r", 8)), float(conf.get("lora_alpha", 8))
+    scale = alpha / math.sqrt(r) if conf.get("use_rslora") else alpha / r
+    modules = dict(model.named_modules())
+    merged = 0
+    with torch.no_grad():
+        for key, a in state.items():
+            if not key.endswith(".lora_A.weight"):
+                continue
+            name = key[: -len(".lora_A.weight")].removeprefix("base_model.model.")
+            b = state.get(key.replace(".lora_A.", ".lora_B."))
+            layer = modules.get(name)
+            if b is None or not isinstance(layer, nn.Linear) or tuple(layer.weight.shape) != (b.shape[0], a.shape[1]):
+                raise ModelError(f"LoRA adapter {adapter} does not fit this encoder (at {name})",
+                                 "use the encoder the adapter was trained on, or " + fix)
+            layer.weight += scale * (b.float() @ a.float()).to(layer.weight.dtype)
+            merged += 1
+    if not merged:
+        raise ModelError(f"LoRA adapter {adapter} holds no LoRA weights", fix)
+    return merged
+
+
 def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean over real tokens, then L2 normalisation (the all-MiniLM-L6-v2 recipe)."""
     mask = attention_mask.unsqueeze(-1).to(last_hidden.dtype)
@@ -144,11 +185,7 @@ class Encoder:
                 "access so that it is in the local cache",
             ) from exc
         if adapter is not None:
-            try:
-                from peft import PeftModel
-            except ImportError as exc:
-                raise ModelError("this model has a LoRA adapter but peft is not installed", "run `pip install peft`") from exc
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            merge_lora(model, adapter)
         model.eval()
         self.model = model
         self.dim = int(model.config.hidden_size)
@@ -208,6 +245,7 @@ class Heads(nn.Module):
 def decide_levels(esc: np.ndarray, thresholds: Mapping[str, float] | None = None) -> np.ndarray:
     """Level ids (0..4) from ``(n, 5)`` escalation probabilities by the model's decision rule.
 
+    The array form of :func:`coach.events.decide_level` (the one documented rule).
     Without thresholds this is the argmax. With ``{"threatening": t_th, "abusive": t_ab}``
     (tuned on a split carved from the training data, stored in ``config.json``):
     threatening if P(threatening) >= t_th; else abusive if P(abusive or worse) >= t_ab;
@@ -413,33 +451,31 @@ class Classifier:
             return []
         return self._scores(*self.predict_embeddings(emb))
 
-    @staticmethod
-    def _scores(esc: np.ndarray, sen: np.ndarray) -> list[Scores]:
+    def _scores(self, esc: np.ndarray, sen: np.ndarray) -> list[Scores]:
+        """One :class:`Scores` per row, its ``level`` decided by the model's rule."""
+        decided = decide_levels(esc, self.config.thresholds)
         return [
             Scores(
                 escalation={lv: float(p) for lv, p in zip(LEVELS, e)},
                 sentiment={s: float(p) for s, p in zip(SENTIMENTS, q)},
+                decided=LEVELS[int(k)],
             )
-            for e, q in zip(esc, sen)
+            for e, q, k in zip(esc, sen, decided)
         ]
 
     def decide(self, scores: Scores | Sequence[Scores] | np.ndarray) -> Any:
         """The model's level decision (tuned thresholds, see :func:`decide_levels`).
 
-        ``Scores.level`` is the plain argmax; the coach should use this (or
-        ``Scores.at_least(level) >= config.thresholds[level]``) to flag abuse and threats.
+        Scores made by this classifier already carry it as ``Scores.level``; this
+        re-decides from the probabilities (e.g. of scores read back from elsewhere).
         Takes one :class:`Scores` (returns a :class:`Level`), a list of them (a list of
         levels) or an ``(n, 5)`` probability array (level ids).
         """
-        from .events import Level
-
         if isinstance(scores, np.ndarray):
             return decide_levels(scores, self.config.thresholds)
-        single = isinstance(scores, Scores)
-        items = [scores] if single else list(scores)
-        esc = np.array([[s.escalation[lv] for lv in LEVELS] for s in items], dtype=np.float64).reshape(-1, len(LEVELS))
-        out = [Level.parse(LEVELS[i]) for i in decide_levels(esc, self.config.thresholds)]
-        return out[0] if single else out
+        if isinstance(scores, Scores):
+            return decide_level(scores.escalation, self.config.thresholds)
+        return [decide_level(s.escalation, self.config.thresholds) for s in scores]
 
     def classify_one(self, text: str) -> Scores:
         return self.classify([text])[0]
@@ -566,6 +602,6 @@ def resolve_model_dir(name_or_path: str | os.PathLike | None = None) -> Path:
 
 __all__ = [
     "Classifier", "DEFAULT_ENCODER", "DEFAULT_MODEL_NAME", "EMPTY_ESCALATION", "EMPTY_SENTIMENT",
-    "Encoder", "EnsembleHeads", "Heads", "ModelConfig", "decide_levels", "PACKAGED_ENCODER", "load_classifier", "open_model",
+    "Encoder", "EnsembleHeads", "Heads", "ModelConfig", "decide_levels", "merge_lora", "PACKAGED_ENCODER", "load_classifier", "open_model",
     "resolve_encoder", "resolve_model_dir", "encoder_id", "mean_pool",
 ]

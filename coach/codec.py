@@ -168,7 +168,7 @@ def encode(ev: Event, wall: float) -> dict | None:
                             if getattr(u.voice, k) is not None}
         if ev.scores is not None:
             esc = _probs(ev.scores.escalation)
-            out["level"] = _level_of(esc)
+            out["level"] = ev.scores.level.label if ev.scores.decided is not None else _level_of(esc)
             out["escalation"] = esc
             out["sentiment"] = _probs(ev.scores.sentiment)
         return out
@@ -320,10 +320,18 @@ def _scores(obj: Mapping) -> Scores | None:
     esc = _probs_in(obj, "escalation", LEVELS)
     sen = _probs_in(obj, "sentiment", SENTIMENTS)
     level = obj["level"]
-    expected = _level_of({k: (v if math.isfinite(v) else None) for k, v in esc.items()})
-    if level != expected:
-        raise _bad(f"utterance level {level!r} disagrees with its escalation (most probable: {expected!r})")
-    return Scores(escalation=esc, sentiment=sen)
+    finite = {k: (v if math.isfinite(v) else None) for k, v in esc.items()}
+    expected = _level_of(finite)
+    if level == expected:
+        return Scores(escalation=esc, sentiment=sen)
+    # The model's decision rule (coach.events.decide_level) may choose abusive or
+    # threatening below the argmax, by its tuned thresholds, or otherwise the most
+    # likely of calm/frustrated/angry; any other level contradicts the probabilities.
+    lower = _level_of({k: finite[k] for k in LEVELS[:3] if k in finite})
+    if level not in ("abusive", "threatening", lower):
+        raise _bad(f"utterance level {level!r} disagrees with its escalation (most probable: {expected!r}, "
+                   f"or abusive/threatening by the model's thresholds)")
+    return Scores(escalation=esc, sentiment=sen, decided=level)
 
 
 def _utterance(obj: Mapping) -> Event:

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import random
+import re
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -374,6 +375,61 @@ def _threatgram(root: Path, schema: LabelSchema, frac: float) -> Iterator[Exampl
                   "dev" if standard_dev(text) else "train", f"{p}:item{i}")
 
 
+# Hard negatives: real training turns that the classifier must keep calm (or at least
+# not threatening), mined from the dialogue and emotion corpora's TRAINING splits.
+HARD_NEGATIVE_ORIGINS = ("meld", "emorynlp", "dailydialog", "goemotions")
+_WORDS = re.compile(r"[a-z0-9']+")
+HARD_NEGATIVE_PATTERNS: dict[str, re.Pattern[str]] = {
+    # figurative violence: "you killed it", "this is killing me", "dying to see it"
+    "figurative": re.compile(r"\b(kill(s|ed|ing)? it|killing me|dying (to|for)|to die for|"
+                             r"murder(s|ed|ing)? (it|that|this)|slay(s|ed|ing)?|blow(s|ing|n)? (my|your) mind|"
+                             r"knock(s|ed|ing)? it out|shoot(s|ing)? for|dead tired|"
+                             r"scared to death|bored to death)\b"),
+    "apology": re.compile(r"\b(sorry|apologi[sz]e|apologies|my bad|pardon me|excuse me|forgive me)\b"),
+    # what agents say: help offers, holds, checks, thanks, acknowledgements
+    "service": re.compile(r"\b(how (can|may) i help|(can|may) i help you|let me (check|see|look|find)|"
+                          r"one moment|just a (moment|second|minute)|hold on|thank(s| you) for (calling|waiting|"
+                          r"your patience|holding)|i understand|is there anything else|i('ll| will) (check|look)|"
+                          r"i can help|no problem|you're welcome|of course|certainly)\b"),
+}
+
+
+def hard_negative_kind(text: str) -> str | None:
+    """Why a turn is a hard negative: ``short`` (1-3 words), a pattern name, or None."""
+    low = text.lower().replace("\u2019", "'").replace("\x92", "'")
+    if 1 <= len(_WORDS.findall(low)) <= 3:
+        return "short"
+    for kind, pat in HARD_NEGATIVE_PATTERNS.items():
+        if pat.search(low):
+            return kind
+    return None
+
+
+def _hard_negatives(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example]:
+    """Training turns of the emotion/dialogue corpora that must not read escalated.
+
+    The target is the origin's own label intersected with the kind's entry in
+    ``labels.yaml`` (e.g. a figurative "killing me" labelled anger stays angry or
+    abusive, never threatening); short turns qualify only when their origin calls them
+    calm. Each row keeps its origin's licence and commercial flag.
+    """
+    for origin in HARD_NEGATIVE_ORIGINS:
+        for r in BUILTIN[origin](root, schema, frac):
+            if r.split != "train" or not r.text:
+                continue
+            kind = hard_negative_kind(r.text)
+            if kind is None or (kind == "short" and r.levels != ("calm",)):
+                continue
+            t = schema.target("hard_negatives", kind, f"hard_negatives:{kind}")
+            levels = t.levels
+            if r.levels and t.levels:
+                levels = tuple(lv for lv in r.levels if lv in t.levels)
+                if not levels:
+                    continue  # the origin says this turn is exactly what the kind rules out
+            yield Example(r.text, levels or r.levels, r.sentiment or t.sentiment, "hard_negatives", "train",
+                          f"{r.licence} (from {origin})", r.commercial_ok, f"{r.ref} [{kind}]")
+
+
 BUILTIN: dict[str, Loader] = {
     "goemotions": _goemotions,
     "tweeteval_emotion": _tweeteval("emotion"),
@@ -386,6 +442,7 @@ BUILTIN: dict[str, Loader] = {
     "olid": _olid,
     "davidson": _davidson,
     "threatgram": _threatgram,
+    "hard_negatives": _hard_negatives,
 }
 
 

@@ -4,7 +4,7 @@ The headline figures are the ones the coach depends on:
 
 * ``auc_angry_vs_calm``: ranking of 'angry or worse' (P(level >= angry)) against calm,
   over rows whose exact level is known;
-* ``level_macro_f1``: macro-F1 of the argmax level over exact-label rows;
+* ``level_macro_f1``: macro-F1 of the decided level (the model's rule) over exact-label rows;
 * ``abusive_f1``: OLID targeted insults (TIN) against not-offensive (NOT) tweets,
   flagged when the predicted level is abusive or worse;
 * ``threat_recall``: ThreatGram violent threats (label 2) predicted 'threatening';
@@ -427,9 +427,9 @@ def model_card(clf: "Classifier", metrics: Mapping[str, Any], used: Mapping[str,
         lines += ["", "Decision rule (`Classifier.decide`, used for the F1/recall figures below; thresholds "
                   "tuned on the tuning split carved from the training rows, never on dev): "
                   + "; ".join(rule) + "; else the most likely of calm/frustrated/angry. "
-                  "`Scores.level` stays the plain argmax. The same operating points in the playbook: "
-                  + ", ".join(f"`utterance_at_least: {{level: {k}, p: {v:.2f}}}`" for k, v in sorted(th.items(), reverse=True))
-                  + " (`Scores.at_least(level) >= p` is the same test)."]
+                  "This rule is the `level` users see: in events, the timeline, `coach classify` and the "
+                  "playbook, whose `utterance_at_least` and `corroborated` conditions follow it unless a "
+                  "playbook sets its own `p`."]
     has_tune = any("tune_rows" in u for u in used.values())
     lines += [
         "",

@@ -141,16 +141,50 @@ class Utterance:
         return self.end
 
 
+def decide_level(escalation: Mapping[str, float], thresholds: Mapping[str, float] | None = None) -> Level:
+    """The model's decision rule: the one place a level is chosen from probabilities.
+
+    With the thresholds a model stores in its ``config.json`` (tuned on a split of its
+    training rows): threatening if P(threatening) >= ``thresholds["threatening"]``;
+    else abusive if P(abusive or worse) >= ``thresholds["abusive"]``; else the most
+    likely of calm, frustrated and angry. A missing threshold falls back to the argmax
+    for that level; no thresholds at all is the plain argmax (first wins on ties).
+    ``coach.classifier.decide_levels`` is the same rule on arrays.
+    """
+    p = {lv: float(escalation.get(lv, 0.0) or 0.0) for lv in LEVELS}
+    th = thresholds or {}
+    if not th:
+        return Level.parse(max(LEVELS, key=p.__getitem__))
+    t_th, t_ab = th.get("threatening"), th.get("abusive")
+    if (p["threatening"] >= float(t_th)) if t_th is not None else max(LEVELS, key=p.__getitem__) == "threatening":
+        return Level.THREATENING
+    if t_ab is not None:
+        if p["abusive"] + p["threatening"] >= float(t_ab):
+            return Level.ABUSIVE
+    elif max(LEVELS[:4], key=p.__getitem__) == "abusive":
+        return Level.ABUSIVE
+    return Level.parse(max(LEVELS[:3], key=p.__getitem__))
+
+
 @dataclass(frozen=True)
 class Scores:
-    """Classifier output for one utterance: a probability per level and per sentiment."""
+    """Classifier output for one utterance: a probability per level and per sentiment.
+
+    ``decided`` is the level the model's decision rule chose (:func:`decide_level` with
+    the model's tuned thresholds), set by the classifier and carried through the event
+    codec; without it ``level`` is the plain argmax.
+    """
 
     escalation: Mapping[str, float]
     sentiment: Mapping[str, float]
+    decided: str | None = None
 
     @property
     def level(self) -> Level:
-        return Level.parse(max(self.escalation, key=self.escalation.__getitem__))
+        """The level users see: events, timeline, ``coach classify`` and the playbook."""
+        if self.decided is not None:
+            return Level.parse(self.decided)
+        return decide_level(self.escalation)
 
     def at_least(self, level: Level) -> float:
         """Probability that the utterance is at ``level`` or worse."""
@@ -224,4 +258,5 @@ Event = AudioChunk | Partial | Utterance | ScoredUtterance | TrajectoryState | P
 __all__ = [
     "AudioChunk", "CallEnd", "Event", "LEVELS", "Level", "Partial", "Prompt", "SENTIMENTS",
     "ScoredUtterance", "Scores", "Speaker", "TrajectoryState", "Trend", "Utterance", "Voice", "Word",
+    "decide_level",
 ]

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import safeio
 from .errors import ConfigError
-from .events import Level, Partial, Prompt, ScoredUtterance, Speaker, TrajectoryState, Trend
+from .events import Level, Partial, Prompt, ScoredUtterance, Scores, Speaker, TrajectoryState, Trend
 from .trajectory import TrajectoryOptions
 
 
@@ -139,7 +139,7 @@ class Corroboration:
     """When a safety prompt may trust one utterance: see the ``corroborated`` condition."""
 
     level: Level
-    p: float
+    p: float | None = None  # None: the model's decision rule (Scores.level) says level or worse
     within_s: float = 90.0  # a second customer utterance this recent at the same level
     arousal: float = 0.6  # or the voice of this very utterance is this aroused
     sure_p: float = 0.9  # or the words are unambiguous (P at least this) ...
@@ -147,9 +147,10 @@ class Corroboration:
 
 
 def _corroboration(v: Any) -> Corroboration:
-    if not isinstance(v, Mapping) or not {"level", "p"} <= set(v) or not set(v) <= set(Corroboration.__dataclass_fields__):
-        raise ValueError(f"expected {{level: NAME, p: NUMBER[, within_s, arousal, sure_p, sure_conf]}}, got {v!r}")
-    num = {k: safeio.number(v[k], k, lo=0.0, hi=1.0) for k in ("p", "arousal", "sure_p", "sure_conf") if k in v}
+    if not isinstance(v, Mapping) or "level" not in v or not set(v) <= set(Corroboration.__dataclass_fields__):
+        raise ValueError(f"expected {{level: NAME[, p: NUMBER, within_s, arousal, sure_p, sure_conf]}}, got {v!r}")
+    num = {k: safeio.number(v[k], k, lo=0.0, hi=1.0) for k in ("p", "arousal", "sure_p", "sure_conf")
+           if k in v and not (k == "p" and v[k] in (None, "model"))}
     if "within_s" in v:
         num["within_s"] = safeio.number(v["within_s"], "within_s", lo=0.0, hi=3600.0)
     return Corroboration(level=_level(v["level"]), **num)
@@ -160,10 +161,10 @@ def _corroborated(c: "CallContext", v: Corroboration) -> bool:
     backs it: a second such utterance within ``within_s``, an aroused voice, or words so
     unambiguous and so clearly heard that one utterance is enough."""
     u = _current_customer(c)
-    if u is None or u.scores is None or u.scores.at_least(v.level) < v.p:
+    if u is None or u.scores is None or not _reaches(u.scores, v.level, v.p):
         return False
     t = u.utterance.end
-    if any(o is not u and o.scores is not None and o.scores.at_least(v.level) >= v.p and t - o.utterance.end <= v.within_s
+    if any(o is not u and o.scores is not None and _reaches(o.scores, v.level, v.p) and t - o.utterance.end <= v.within_s
            for o in c.customer_history):
         return True
     from .text import content_words
@@ -179,10 +180,18 @@ def _corroborated(c: "CallContext", v: Corroboration) -> bool:
     return u.scores.at_least(v.level) >= v.sure_p and sure
 
 
-def _level_prob(v: Any) -> tuple[Level, float]:
-    if not isinstance(v, Mapping) or set(v) != {"level", "p"}:
-        raise ValueError(f"expected {{level: NAME, p: NUMBER}}, got {v!r}")
-    return _level(v["level"]), safeio.number(v["p"], "p", lo=0.0, hi=1.0)
+def _reaches(scores: Scores, level: Level, p: float | None) -> bool:
+    """``level`` or worse: by the model's own decision rule (``p`` None, the default, so
+    prompts follow the thresholds stored with the model), or with P >= ``p`` when a
+    playbook overrides the operating point."""
+    return scores.level >= level if p is None else scores.at_least(level) >= p
+
+
+def _level_prob(v: Any) -> tuple[Level, float | None]:
+    if not isinstance(v, Mapping) or "level" not in v or not set(v) <= {"level", "p"}:
+        raise ValueError(f"expected {{level: NAME[, p: NUMBER]}}, got {v!r}")
+    p = v.get("p")
+    return _level(v["level"]), (None if p in (None, "model") else safeio.number(p, "p", lo=0.0, hi=1.0))
 
 
 def _cust(ctx: CallContext) -> TrajectoryState | None:
@@ -223,8 +232,9 @@ CONDITIONS: dict[str, _CondSpec] = {
                                     and c.customer.loudness_rel_db >= v,
                                     doc="customer speaks this many dB above their own baseline"),
     "utterance_at_least": _CondSpec(_level_prob, lambda c, v: (u := _current_customer(c)) is not None
-                                    and u.scores.at_least(v[0]) >= v[1],
-                                    doc="this customer utterance is LEVEL or worse with probability >= p"),
+                                    and _reaches(u.scores, v[0], v[1]),
+                                    doc="this customer utterance is LEVEL or worse by the model's decision rule "
+                                        "(or, with p, with probability >= p)"),
     "confident": _CondSpec(_prob, lambda c, v: c.current is not None and c.current.utterance.confidence >= v,
                            doc="the recogniser's word confidence for this utterance is at least this"),
     "agent_wpm_above": _CondSpec(_nonneg, lambda c, v: c.agent is not None and c.agent.words_per_minute is not None

@@ -73,6 +73,9 @@ _NUMERIC_OPTIONS: dict[str, dict[str, Any]] = {
     "lora_max_train": {"lo": 1, "integer": True},
     "encoder_epochs": {"lo": 1, "integer": True},
     "encoder_lr": {"lo": 0.0, "lo_open": True},
+    "lora_max_length": {"lo": 8, "hi": 512, "integer": True},
+    "lora_max_minutes": {"lo": 0.0, "lo_open": True},
+    "warmup_fraction": {"lo": 0.0, "hi": 0.5},
     "threads": {"lo": 0, "hi": 1024, "integer": True},   # 0 or null = torch's default
 }
 _OPTIONAL = {"threads"}
@@ -135,6 +138,9 @@ class TrainArgs:
     lora_max_train: int = 4000             # rows fine-tuned through the encoder (CPU is slow)
     encoder_epochs: int = 1
     encoder_lr: float = 2e-4
+    lora_max_length: int = 64              # tokens per text while fine-tuning (inference keeps max_length)
+    lora_max_minutes: float = 120.0        # wall-clock budget of the fine-tuning loop; it stops there
+    warmup_fraction: float = 0.05          # linear warm-up, then linear decay to 0
     threads: int | None = 1                # torch threads while training; 1 is fastest on a shared CPU
 
     @classmethod
@@ -275,8 +281,11 @@ def load_data(args: TrainArgs) -> tuple[DataSplit, DataSplit, dict[str, Any]]:
         rows = ds.load_source(spec, args.data_root, schema, base)
         weights[spec.name] = float(spec.weight)
         if args.exclude_noncommercial and not all(r.commercial_ok for r in rows):
-            log.info("leaving out %s (non-commercial licence)", spec.name)
-            continue
+            kept = [r for r in rows if r.commercial_ok]  # derived sets keep each row's own licence
+            log.info("leaving out %d non-commercial rows of %s", len(rows) - len(kept), spec.name)
+            if not kept:
+                continue
+            rows = kept
         tr = [r for r in rows if r.split == "train"] if for_train else []
         dv = [r for r in rows if r.split == "dev"]
         tr = ds.balanced_subsample(tr, spec.max_train or args.max_per_source, args.seed + k)
@@ -567,9 +576,32 @@ def fit_temperature(logits: np.ndarray, mask: np.ndarray) -> float:
 
 # --- LoRA ----------------------------------------------------------------------------------
 
-def train_lora(args: TrainArgs, encoder: Encoder, heads: Heads, train: DataSplit,
-               progress: Callable[[str], None] | None = None) -> Any:
-    """Fine-tune LoRA adapters (+ heads) through the encoder on a subsample; returns the peft model."""
+def _length_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of similar-length texts: padding is most of the cost on CPU.
+
+    Rows are shuffled, cut into pools of 50 batches, sorted by length inside each pool,
+    batched, and the batches shuffled again, so every epoch still mixes all sources.
+    """
+    perm = rng.permutation(len(lengths))
+    pool = batch_size * 50
+    batches = []
+    for i in range(0, len(perm), pool):
+        part = perm[i:i + pool]
+        part = part[np.argsort([lengths[j] for j in part], kind="stable")]
+        batches += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
+    order = rng.permutation(len(batches))
+    return [batches[k] for k in order]
+
+
+def train_lora(args: TrainArgs, encoder: Encoder, heads: torch.nn.Module, train: DataSplit,
+               progress: Callable[[str], None] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Fine-tune LoRA adapters and the heads jointly through the encoder (multi-task:
+    escalation with partial labels, sentiment); returns the peft model and a summary.
+
+    Runs ``encoder_epochs`` passes over at most ``lora_max_train`` rows with a linear
+    warm-up/decay schedule, and stops early at ``lora_max_minutes`` of wall clock: the
+    stated CPU budget, whatever the data size.
+    """
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
@@ -582,34 +614,55 @@ def train_lora(args: TrainArgs, encoder: Encoder, heads: Heads, train: DataSplit
     rng = np.random.default_rng(args.seed)
     idx_all = np.arange(len(train.texts))
     if len(idx_all) > args.lora_max_train:
-        idx_all = rng.choice(idx_all, args.lora_max_train, replace=False)
-    sub = DataSplit([train.rows[i] for i in idx_all], [train.texts[i] for i in idx_all],
-                    train.level_mask[idx_all], train.sentiment[idx_all],
-                    weight=None if train.weight is None else train.weight[idx_all])
+        idx_all = np.sort(rng.choice(idx_all, args.lora_max_train, replace=False))
+    sub = subset(train, idx_all)
     we, ws = (torch.from_numpy(w) for w in row_weights(sub, args.class_balance, args.balance_power))
+    tok = encoder.tokenizer(sub.texts, truncation=True, max_length=args.lora_max_length)["input_ids"]
+    lengths = [len(t) for t in tok]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": params, "lr": args.encoder_lr},
-                             {"params": heads.parameters(), "lr": args.lr * 0.1}])
+                             {"params": list(heads.parameters()), "lr": args.lr * 0.5}],
+                            weight_decay=args.weight_decay)
     bs = min(args.batch_size, 32)
-    n = len(sub.texts)
+    steps_per_epoch = math.ceil(len(sub.texts) / bs)
+    total = steps_per_epoch * args.encoder_epochs
+    warm = max(1, int(total * args.warmup_fraction))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min((k + 1) / warm, max(0.0, (total - k) / max(1, total - warm))))
+    t0 = time.perf_counter()
+    budget = args.lora_max_minutes * 60.0
+    step, seen, stopped, running = 0, 0, False, None
     for epoch in range(args.encoder_epochs):
-        perm = rng.permutation(n)
-        for step, i in enumerate(range(0, n, bs)):
-            idx = perm[i:i + bs]
-            batch = encoder.tokenize([sub.texts[j] for j in idx])
-            emb = encoder.forward(batch)
-            le, ls = heads(emb)
-            mi = torch.from_numpy(sub.level_mask[idx])
-            si = torch.from_numpy(sub.sentiment[idx])
-            loss = multitask_loss(le, ls, mi, si, we[idx], ws[idx], args.sentiment_weight)
+        for idx in _length_batches(lengths, bs, rng):
+            texts = [sub.texts[j] for j in idx]
+            batch = encoder.tokenizer(texts, padding=True, truncation=True, max_length=args.lora_max_length,
+                                      return_tensors="pt")
+            le, ls = heads(encoder.forward(batch))
+            loss = multitask_loss(le, ls, torch.from_numpy(sub.level_mask[idx]), torch.from_numpy(sub.sentiment[idx]),
+                                  we[idx], ws[idx], args.sentiment_weight)
             opt.zero_grad()
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(params + list(heads.parameters()), 1.0)
             opt.step()
-            if progress and step % 20 == 0:
-                progress(f"lora epoch {epoch + 1} step {step}/{math.ceil(n / bs)} loss {float(loss.detach()):.4f}")
+            sched.step()
+            step += 1
+            seen += len(idx)
+            running = float(loss.detach()) if running is None else 0.98 * running + 0.02 * float(loss.detach())
+            elapsed = time.perf_counter() - t0
+            if progress and step % 50 == 0:
+                progress(f"lora epoch {epoch + 1}/{args.encoder_epochs} step {step}/{total} loss {running:.4f} "
+                         f"({seen / elapsed:.0f} rows/s, {elapsed / 60:.1f} of {args.lora_max_minutes:.0f} min)")
+            if elapsed > budget:
+                stopped = True
+                break
+        if stopped:
+            break
     model.eval()
     heads.eval()
-    return model
+    info = {"rows": len(sub.texts), "steps": step, "planned_steps": total, "epochs_done": round(step / steps_per_epoch, 2),
+            "minutes": round((time.perf_counter() - t0) / 60, 1), "stopped_by_budget": stopped,
+            "trainable_params": int(sum(p.numel() for p in params))}
+    return model, info
 
 
 # --- driver --------------------------------------------------------------------------------
@@ -657,7 +710,9 @@ def train(args: TrainArgs, progress: Callable[[str], None] | None = None) -> Pat
     if args.mode in ("lora", "full"):
         if args.mode == "full":
             raise ConfigError("mode full is not implemented in this version", "use mode: lora")
-        peft_model = train_lora(args, encoder, heads, train_split, say)
+        peft_model, lora_info = train_lora(args, encoder, heads, train_split, say)
+        fit_info["lora"] = lora_info
+        say(f"lora: {lora_info}")
         out.mkdir(parents=True, exist_ok=True)
         peft_model.save_pretrained(str(out / "adapter"))
         encoder.model = peft_model.merge_and_unload()

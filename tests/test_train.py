@@ -138,9 +138,23 @@ def test_lora_smoke(tmp_path: Path) -> None:
     out = train(args)
     assert (out / "adapter" / "adapter_config.json").exists()
     assert json.loads((out / "config.json").read_text())["adapter"] == "adapter"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["training"]["fit"]["lora"]["steps"] >= 1
     clf = open_model(out)
     s = clf.classify(["i will find you and hurt you"])[0]
     assert sum(s.escalation.values()) == pytest.approx(1.0, abs=1e-5)
+    # the adapter is merged at load time by coach itself (no peft needed to run it): the
+    # result must be what peft's own merge gives, and differ from the bare encoder
+    from peft import PeftModel
+    from coach.classifier import Encoder
+
+    texts = ["i will find you and hurt you", "thanks that's great"]
+    ref = Encoder(None)
+    ref.model = PeftModel.from_pretrained(ref.model, str(out / "adapter")).merge_and_unload().eval()
+    bare = Encoder(None).embed(texts)
+    ours = clf.encoder.embed(texts)
+    assert np.allclose(ours, ref.embed(texts), atol=1e-5)
+    assert not np.allclose(ours, bare, atol=1e-6)
 
 
 def test_tune_split_thresholds_and_ensemble(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Researcher subcommands of ``coach``: ``train``, ``eval`` and ``classify``.
+"""Researcher subcommands of ``coach``: ``train``, ``eval`` (and ``eval standard``) and ``classify``.
 
 ``coach.cli`` calls :func:`register`; each subcommand's ``func(args)`` returns an
 exit code. This is the only classifier module that writes to the terminal: results go
@@ -89,9 +89,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..classifier import load_classifier
     from ..evaluate import evaluate_rows
 
+    if args.data == STANDARD:
+        return cmd_eval_standard(args)
+    models = args.model or [None]
+    if len(models) > 1:
+        return _fail(ConfigError(f"--model is given {len(models)} times, but only `coach eval standard` "
+                                 "compares models side by side", "give one --model for this DATA"))
     try:
-        _progress(f"loading classifier ({args.model or 'escalation-minilm'})...")
-        clf = load_classifier(args.model)
+        _progress(f"loading classifier ({models[0] or 'escalation-minilm'})...")
+        clf = load_classifier(models[0])
         _progress(f"loading dev rows from {args.data}...")
         rows = _eval_rows(args.data, args.max_per_source, args.seed)
         if not rows:
@@ -115,6 +121,69 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"updated {update_card(Path(clf.path) / 'MODEL_CARD.md', report, args.data)}", file=sys.stderr)
     if args.out:
         print(f"\nwrote {args.out}/metrics.json, summary.md and plots", file=sys.stderr)
+    return 0
+
+
+STANDARD = "standard"  # DATA naming the project's standard benchmark, not a file or source
+
+
+def _out_dir(out: str | None) -> Path | None:
+    """The --out folder, refused before minutes of scoring if it cannot be one."""
+    if out is None:
+        return None
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise DataError(f"--out {out} is a file, not a folder", "give a folder for the results")
+    return p
+
+
+def cmd_eval_standard(args: argparse.Namespace) -> int:
+    """``coach eval standard``: the shared benchmark's figures for each --model, beside the
+    baselines, from one run (see :mod:`coach.standard`)."""
+    from ..classifier import load_classifier
+    from ..standard import run_standard, standard_rows, update_standard_card
+
+    try:
+        if args.max_per_source:
+            raise ConfigError("--max-per-source does not apply to the standard benchmark",
+                              "it is always scored whole; leave the flag out")
+        out = _out_dir(args.out)
+        _progress("loading the standard benchmark's dev rows...")
+        rows = standard_rows()
+        models = []
+        for name in args.model or [None]:
+            _progress(f"loading classifier ({name or 'escalation-minilm'})...")
+            models.append(load_classifier(name))
+        if args.card and any(m.path is None for m in models):
+            raise DataError("a model has no folder to hold a card", "pass --model DIR")
+        report = run_standard(models, rows, with_baselines=not args.no_baselines, progress=_progress)
+        for missing in report["baselines_missing"]:
+            _progress(f"warning: {missing} is not installed, its column is left out "
+                      "(pip install 'coach[research]')")
+        print(report["table"])
+        print()
+        for name, col in report["columns"].items():
+            print(f"{name}: {col['line']}")
+        if out is not None:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "standard.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+                (out / "standard.md").write_text(report["table"] + "\n", encoding="utf-8")
+            except OSError as exc:
+                raise DataError(f"cannot write the results to {out} ({exc.strerror or exc})",
+                                "check the --out folder") from None
+            _progress(f"wrote {out}/standard.json and standard.md")
+        if args.card:
+            names = [n for n, c in report["columns"].items() if c["kind"] == "model"]
+            for name, clf in zip(names, models):
+                try:
+                    card = update_standard_card(Path(clf.path) / "MODEL_CARD.md", report, name)
+                except OSError as exc:
+                    raise DataError(f"cannot write the model card in {clf.path} ({exc.strerror or exc})",
+                                    "check the model folder is writable") from None
+                _progress(f"updated {card}")
+    except CoachError as err:
+        return _fail(err)
     return 0
 
 
@@ -323,20 +392,27 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("eval", help="evaluate a classifier on dev data beside VADER and profanity-check",
-                              description="DATA: a configs/train/*.yaml (its dev splits), a CSV/TSV/JSONL with "
-                                          "text, level, sentiment columns, or built-in source names (comma-separated).")
+                              description="DATA: 'standard' (the project's standard benchmark, "
+                                          "../shared/eval/standard_mapping.py, on the dev splits; --model may be "
+                                          "repeated to compare models side by side), a configs/train/*.yaml (its "
+                                          "dev splits), a CSV/TSV/JSONL with text, level, sentiment columns, or "
+                                          "built-in source names (comma-separated).")
     p.add_argument("data", metavar="DATA",
-                   help="a training config YAML, a labelled CSV/TSV/JSONL file, or built-in source names "
+                   help="standard, a training config YAML, a labelled CSV/TSV/JSONL file, or built-in source names "
                         "separated by commas")
-    p.add_argument("--model", help="model folder or name (default: the shipped models/escalation-minilm)")
-    p.add_argument("--out", metavar="DIR", help="folder for metrics.json, summary.md and PNG plots")
+    p.add_argument("--model", action="append", metavar="MODEL",
+                   help="model folder or name (default: the shipped models/escalation-minilm); with DATA "
+                        "'standard', repeat it to compare models in one run")
+    p.add_argument("--out", metavar="DIR", help="folder for metrics.json, summary.md and PNG plots "
+                                                "(standard: standard.json and standard.md)")
     p.add_argument("--max-per-source", dest="max_per_source", type=_count(0), default=0, metavar="N",
                    help="cap dev rows per source (label-balanced; 0 = config's value / all)")
     p.add_argument("--seed", type=_count(0), default=13, metavar="N",
                    help="random seed for the dev subsample (default 13)")
     p.add_argument("--no-baselines", action="store_true", help="skip the VADER and profanity-check baselines")
     p.add_argument("--no-raw", action="store_true", help="skip scoring un-normalised text")
-    p.add_argument("--card", action="store_true", help="write the comparison table into the model's MODEL_CARD.md")
+    p.add_argument("--card", action="store_true", help="write the comparison table into the model's MODEL_CARD.md "
+                                                       "(standard: a first section, '## Standard dev benchmark')")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("classify", help="score text lines or JSON lines, one JSON line out per line in",
@@ -352,4 +428,4 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_classify)
 
 
-__all__ = ["register", "cmd_train", "cmd_eval", "cmd_classify"]
+__all__ = ["register", "cmd_train", "cmd_eval", "cmd_eval_standard", "cmd_classify"]
