@@ -150,7 +150,7 @@ def standard_figures(rows: Sequence[StandardRow], levels: Sequence[str | None],
 
     ``levels``: the level users see per row (None for text that normalises to nothing,
     as ``coach classify`` writes it); ``p_up``: P(angry or worse) per row on 0..1, used
-    for the AUC and the short-turn test; ``auc_score`` replaces it for the AUC only
+    for the AUC and the short-turn test (None counts as 0); ``auc_score`` replaces it for the AUC only
     (VADER ranks by -compound, which has no 0..1 form that keeps the order).
     """
     import numpy as np
@@ -186,7 +186,8 @@ def standard_figures(rows: Sequence[StandardRow], levels: Sequence[str | None],
 
 def standard_line(f: Mapping[str, Any]) -> str:
     """The figures in the exact words and precision the shared script prints."""
-    return (f"dev, standard mapping: AUC(angry+ vs calm) {f['auc']:.3f} (n={f['n_auc']}); "
+    a = "-" if f["auc"] is None else f"{f['auc']:.3f}"  # no angry or no calm rows
+    return (f"dev, standard mapping: AUC(angry+ vs calm) {a} (n={f['n_auc']}); "
             f"abusive F1 {f['abusive_f1']:.3f} (n={f['n_abusive']}); "
             f"threat recall {f['threat_recall']:.2f} (n={f['n_threat']}); "
             f"threat FP on calm {f['threat_fp_calm']:.3%}; "
@@ -243,16 +244,14 @@ def baseline_figures(rows: Sequence[StandardRow], texts: Sequence[str]) -> dict[
 
 def model_names(paths: Sequence[str | None]) -> list[str]:
     """Column names: each model's folder name, with its parent added where two clash."""
-    names = [Path(p).name if p else "model" for p in paths]
-    for i, n in enumerate(names):
-        if names.count(n) > 1 and paths[i]:
-            names[i] = "/".join(Path(paths[i]).parts[-2:])
+    short = [Path(p).name if p else "model" for p in paths]
+    names = ["/".join(Path(p).parts[-2:]) if p and short.count(s) > 1 else s for p, s in zip(paths, short)]
     seen: dict[str, int] = {}
-    for i, n in enumerate(names):  # still equal (the same folder twice): number them
+    out = []
+    for n in names:  # still equal (the same folder twice): number them
         seen[n] = seen.get(n, 0) + 1
-        if names.count(n) > 1:
-            names[i] = f"{n} #{seen[n]}"
-    return names
+        out.append(f"{n} #{seen[n]}" if names.count(n) > 1 else n)
+    return out
 
 
 def run_standard(models: Sequence["Classifier"], rows: Sequence[StandardRow], with_baselines: bool = True,
