@@ -79,6 +79,8 @@ def transcript(dialogue, customer: str):
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=0, help="at most N dialogues per corpus (0: all)")
+    ap.add_argument("--model", default=None, help="classifier folder or name (default: the shipped one)")
+    ap.add_argument("--show", type=int, default=0, help="print N calm dialogues that got an alarm (to study them)")
     args = ap.parse_args(argv)
     if not TEXT.is_dir():
         raise SystemExit(f"{TEXT} is missing: the benchmark needs ../shared/data beside the checkout")
@@ -88,12 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     from coach.playbook import load_playbook
     from coach.sources import UtteranceListSource
 
-    clf, pb = load_classifier(), load_playbook(None)
+    clf, pb = load_classifier(args.model), load_playbook(None)
     t0 = time.monotonic()
     for name, dialogues in (("MELD dev", meld()), ("DailyDialog validation", dailydialog())):
         if args.limit:
             dialogues = dialogues[:args.limit]
-        calm_n = calm_alarm = angry_n = angry_met = 0
+        calm_n = calm_alarm = angry_n = angry_met = shown = 0
         for d in dialogues:
             emotions = [e for _, _, e in d]
             angry = any(e in ANGRY for e in emotions)
@@ -112,7 +114,16 @@ def main(argv: list[str] | None = None) -> None:
                 angry_met += any(p.prompt in DEESCALATE and utts[first].start <= p.t <= deadline for p in opened)
             else:
                 calm_n += 1
-                calm_alarm += any(p.prompt in ALARMS for p in opened)
+                alarm = [p for p in opened if p.prompt in ALARMS]
+                calm_alarm += bool(alarm)
+                if alarm and shown < args.show:
+                    shown += 1
+                    scored = {round(e.utterance.end, 3): e.scores for e in events if getattr(e, "scores", None) is not None}
+                    print(f"--- calm dialogue, {alarm[0].prompt} at {alarm[0].t:.1f} s", file=sys.stderr)
+                    for u in utts:
+                        sc = scored.get(round(u.end, 3))
+                        tag = f"{sc.level.label:>11} P(frus+) {sc.at_least(sc.level.__class__(1)):.2f}" if sc else " " * 24
+                        print(f"  {u.speaker.value:>8} {u.end:6.1f} {tag}  {u.text[:70]}", file=sys.stderr)
         print(f"{name}: calm dialogues with apologize/set_boundary/call_security: {calm_alarm}/{calm_n} = "
               f"{100 * calm_alarm / max(calm_n, 1):.1f}% (target <= 10%); angry dialogues met by a de-escalation "
               f"prompt within two customer turns: {angry_met}/{angry_n} = {100 * angry_met / max(angry_n, 1):.1f}% "

@@ -307,6 +307,7 @@ class ModelConfig:
     normalization: str = NORMALIZATION
     temperature_escalation: float = 1.0
     temperature_sentiment: float = 1.0
+    calm_prior: float = 1.0                      # deployment prior of calm relative to training, see predict_embeddings
     thresholds: dict[str, float] | None = None   # decision rule, see decide_levels
     ensemble: int = 1                            # number of averaged head sets
     training: dict[str, Any] | None = None
@@ -322,6 +323,7 @@ class ModelConfig:
             "heads": {"dim": self.dim, "hidden": self.hidden, "dropout": self.dropout, "ensemble": self.ensemble},
             "labels": {"escalation": list(self.levels), "sentiment": list(self.sentiments)},
             "temperature": {"escalation": self.temperature_escalation, "sentiment": self.temperature_sentiment},
+            "calm_prior": self.calm_prior,
             "thresholds": dict(self.thresholds) if self.thresholds else None,
             "training": self.training or {},
         }
@@ -372,6 +374,7 @@ class ModelConfig:
                                                      lo=0.0, lo_open=True),
                 temperature_sentiment=safeio.number(temp.get("sentiment", 1.0), "temperature.sentiment",
                                                     lo=0.0, lo_open=True),
+                calm_prior=safeio.number(d.get("calm_prior", 1.0), "calm_prior", lo=0.0, lo_open=True, hi=1000.0),
                 thresholds=({str(k): safeio.number(v, f"thresholds.{k}") for k, v in thresholds.items()
                              if v is not None} if thresholds else None),
                 ensemble=safeio.number(heads.get("ensemble", 1), "heads.ensemble", lo=1, hi=64, integer=True),
@@ -422,8 +425,14 @@ class Classifier:
     def predict_embeddings(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated ``(n, 5)`` escalation and ``(n, 3)`` sentiment probabilities."""
         esc, sen = self.logits(emb)
-        return (_softmax(esc, self.config.temperature_escalation),
-                _softmax(sen, self.config.temperature_sentiment))
+        pe = _softmax(esc, self.config.temperature_escalation)
+        if self.config.calm_prior != 1.0:
+            # Training balances the classes, so the heads answer as if every level were
+            # equally common; on a call most turns are calm. Bayes' rule with the stated
+            # prior ratio moves mass to calm (ranking among the other levels unchanged).
+            pe[:, 0] *= self.config.calm_prior
+            pe /= pe.sum(axis=1, keepdims=True)
+        return pe, _softmax(sen, self.config.temperature_sentiment)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities as arrays; empty texts get the calm/neutral prior."""

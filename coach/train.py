@@ -66,6 +66,7 @@ _NUMERIC_OPTIONS: dict[str, dict[str, Any]] = {
     "threat_fpr_budget": _PROB,
     "threat_min_precision": _PROB,
     "abusive_max_angry": _PROB,
+    "calm_prior": {"lo": 0.0, "lo_open": True, "hi": 1000.0},
     "ensemble": {"lo": 1, "hi": 64, "integer": True},
     "lora_r": {"lo": 1, "integer": True},
     "lora_alpha": {"lo": 1, "integer": True},
@@ -126,9 +127,13 @@ class TrainArgs:
     # dev figures stay an honest estimate. 0 = old behaviour (stop/calibrate on dev, argmax).
     tune_fraction: float = 0.0
     thresholds: bool = False               # tune the abusive/threatening decision thresholds
-    threat_fpr_budget: float = 0.02        # max share of calm dialogue (tuning split) flagged threatening
+    threat_fpr_budget: float = 0.02        # max share of calm rows, any source (tuning split), flagged threatening
     threat_min_precision: float = 0.5      # min share of violent threats among tuning rows flagged threatening
     abusive_max_angry: float = 1.0         # max share of exact-'angry' tuning rows flagged abusive or worse
+    # Deployment prior: how much more common calm turns are on a call than in the
+    # class-balanced training (Bayes' rule on the calibrated probabilities, applied
+    # before the thresholds are tuned). 1 = none.
+    calm_prior: float = 1.0
     ensemble: int = 1                      # head sets fitted with seeds seed..seed+n-1, logits averaged
     # lora / full
     lora_r: int = 8
@@ -335,16 +340,15 @@ def tune_thresholds(rows: Sequence[ds.Example], esc: np.ndarray, threat_fpr_budg
     """Decision thresholds on calibrated tuning-split probabilities (see ``decide_levels``).
 
     * abusive: P(abusive or worse) threshold maximising F1 of OLID targeted insults
-      against not-offensive tweets (the headline abuse task), with the two classes
-      weighted to equal size as in the label-balanced dev protocol (the training part
-      of OLID is 1 insult : 2 not-offensive, which would move an F1 optimum), among
+      against not-offensive tweets (the headline abuse task) at OLID's own class ratio,
+      as the standard benchmark counts them, among
       thresholds that flag at most ``abusive_max_angry`` of the rows labelled exactly
       'angry' (angry dialogue turns: anger is not abuse, and a boundary prompt on a
       merely angry customer is a false alarm);
     * threatening: the lowest P(threatening) threshold (highest recall of violent
       threats) at which at least ``threat_min_precision`` of the flagged tuning rows
-      with a level are violent threats and at most ``threat_fpr_budget`` of calm
-      dialogue turns are flagged. A missed threat costs more than a security prompt on
+      with a level are violent threats and at most ``threat_fpr_budget`` of the calm
+      rows (any source) are flagged. A missed threat costs more than a security prompt on
       a violent-sounding insult, so precision is floored rather than maximised.
     """
     from .evaluate import groups
@@ -352,13 +356,12 @@ def tune_thresholds(rows: Sequence[ds.Example], esc: np.ndarray, threat_fpr_budg
     g = groups(rows)
     grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
     info: dict[str, Any] = {"n": {"olid_tin": len(g.olid_tin), "olid_not": len(g.olid_not),
-                                  "threat": len(g.threat), "calm_dialogue": len(g.calm_dialogue)}}
+                                  "threat": len(g.threat), "calm": len(g.calm)}}
     out: dict[str, float] = {}
     p_ab = esc[:, LEVELS.index("abusive"):].sum(1)
     if len(g.olid_tin) >= 20 and len(g.olid_not) >= 20:
-        w = len(g.olid_not) / len(g.olid_tin)
         angry = np.array([i for i, r in enumerate(rows) if r.levels == ("angry",)], dtype=int)
-        f1 = np.array([_f(p_ab[g.olid_tin] >= t, p_ab[g.olid_not] >= t, pos_weight=w) for t in grid])
+        f1 = np.array([_f(p_ab[g.olid_tin] >= t, p_ab[g.olid_not] >= t) for t in grid])
         angry_flag = np.array([(p_ab[angry] >= t).mean() if len(angry) else 0.0 for t in grid])
         ok = angry_flag <= abusive_max_angry
         if ok.any():
@@ -371,7 +374,7 @@ def tune_thresholds(rows: Sequence[ds.Example], esc: np.ndarray, threat_fpr_budg
     if len(g.threat) >= 20:
         for t in grid:
             flag_pos, flag_neg = p_th[g.threat] >= t, p_th[neg] >= t
-            fpr = float((p_th[g.calm_dialogue] >= t).mean()) if len(g.calm_dialogue) else 0.0
+            fpr = float((p_th[g.calm] >= t).mean()) if len(g.calm) else 0.0
             prec = flag_pos.sum() / max(flag_pos.sum() + flag_neg.sum(), 1)
             if fpr <= threat_fpr_budget and prec >= threat_min_precision:
                 out["threatening"] = float(t)
@@ -665,6 +668,66 @@ def train_lora(args: TrainArgs, encoder: Encoder, heads: torch.nn.Module, train:
     return model, info
 
 
+def _calibrate(clf: Classifier, select: DataSplit, args: TrainArgs, fit_info: dict[str, Any],
+               say: Callable[[str], None]) -> None:
+    """Temperatures and decision thresholds on the selection split (tuning rows, or dev)."""
+    cfg = clf.config
+    if args.calibrate:
+        le, ls = clf.logits(select.emb)
+        smask = np.zeros((len(ls), len(SENTIMENTS)), dtype=bool)
+        hs = select.sentiment >= 0
+        smask[np.flatnonzero(hs), select.sentiment[hs]] = True
+        cfg.temperature_escalation = fit_temperature(le, select.level_mask)
+        cfg.temperature_sentiment = fit_temperature(ls, smask)
+        say(f"temperatures: escalation {cfg.temperature_escalation:.3f}, sentiment {cfg.temperature_sentiment:.3f}")
+    cfg.calm_prior = float(args.calm_prior)
+    if args.thresholds:
+        tinfo = tune_thresholds(select.rows, clf.predict_embeddings(select.emb)[0], args.threat_fpr_budget,
+                                args.threat_min_precision, args.abusive_max_angry)
+        cfg.thresholds = tinfo["thresholds"] or None
+        fit_info["threshold_tuning"] = tinfo
+        say(f"thresholds (tuning split): {tinfo}")
+
+
+def retune(model_dir: str | Path, overrides: Mapping[str, Any] | None = None,
+           progress: Callable[[str], None] | None = None) -> Path:
+    """Refit a trained model's temperatures and decision thresholds on its own tuning
+    split, without training again (e.g. after changing ``threat_fpr_budget``).
+
+    The tuning rows are rebuilt from the training arguments stored in ``config.json``
+    (the split is a pure function of the texts), embedded with the model's own encoder
+    (adapter merged), and the dev metrics and card are rewritten.
+    """
+    from . import evaluate, resources
+    from .classifier import open_model
+
+    say = progress or (lambda msg: log.info("%s", msg))
+    out = Path(model_dir)
+    clf = open_model(out)
+    stored = dict((clf.config.training or {}).get("args") or {})
+    if not stored.get("tune_fraction"):
+        raise ConfigError(f"{out} was trained without a tuning split", "retrain with tune_fraction set")
+    stored.update(overrides or {})
+    args = TrainArgs.from_dict(stored, where=f"{out}/config.json")
+    args._base = resources.packaged(resources.TRAIN_CONFIG).parent  # type: ignore[attr-defined]
+    train_split, dev_split, used = load_data(args)
+    _, select = carve_tune(train_split, args.tune_fraction,
+                           keep_sources=[n for n, u in used.items() if u["role"] == "train only"])
+    say(f"retuning on {len(select.texts)} tuning rows")
+    select.emb = clf.encoder.embed(select.texts)
+    dev_split.emb = clf.encoder.embed(dev_split.texts)
+    fit = dict((clf.config.training or {}).get("fit") or {})
+    _calibrate(clf, select, args, fit, say)
+    clf.config.training = {**(clf.config.training or {}), "args": args.to_dict(), "fit": fit}
+    (out / "config.json").write_text(json.dumps(clf.config.to_json(), indent=2) + "\n", encoding="utf-8")
+    metrics = evaluate.evaluate_split(clf, dev_split)
+    metrics["fit"] = fit
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    used = (clf.config.training or {}).get("sources") or used
+    (out / "MODEL_CARD.md").write_text(evaluate.model_card(clf, metrics, used, args), encoding="utf-8")
+    return out
+
+
 # --- driver --------------------------------------------------------------------------------
 
 def train(args: TrainArgs, progress: Callable[[str], None] | None = None) -> Path:
@@ -727,20 +790,7 @@ def train(args: TrainArgs, progress: Callable[[str], None] | None = None) -> Pat
     if args.mode != "heads" and args.tune_fraction:
         with torch.inference_mode():
             select.emb = encoder.embed(select.texts)
-    if args.calibrate:
-        le, ls = clf.logits(select.emb)
-        smask = np.zeros((len(ls), len(SENTIMENTS)), dtype=bool)
-        hs = select.sentiment >= 0
-        smask[np.flatnonzero(hs), select.sentiment[hs]] = True
-        cfg.temperature_escalation = fit_temperature(le, select.level_mask)
-        cfg.temperature_sentiment = fit_temperature(ls, smask)
-        say(f"temperatures: escalation {cfg.temperature_escalation:.3f}, sentiment {cfg.temperature_sentiment:.3f}")
-    if args.thresholds:
-        tinfo = tune_thresholds(select.rows, clf.predict_embeddings(select.emb)[0], args.threat_fpr_budget,
-                                args.threat_min_precision, args.abusive_max_angry)
-        cfg.thresholds = tinfo["thresholds"] or None
-        fit_info["threshold_tuning"] = tinfo
-        say(f"thresholds (tuning split): {tinfo}")
+    _calibrate(clf, select, args, fit_info, say)
     targs = args.to_dict()
     cfg.training = {"args": targs, "sources": used, "fit": {k: v for k, v in fit_info.items() if k != "history"},
                     "seconds": round(time.perf_counter() - t0, 1)}
@@ -756,4 +806,4 @@ def train(args: TrainArgs, progress: Callable[[str], None] | None = None) -> Pat
 
 __all__ = ["TrainArgs", "DataSplit", "load_data", "make_split", "embed_cached", "fit_heads",
            "fit_temperature", "partial_nll", "set_seed", "train", "train_lora", "carve_tune", "subset",
-           "tune_thresholds"]
+           "tune_thresholds", "retune"]

@@ -38,11 +38,18 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--set {item!r} is not KEY=VALUE", "write e.g. --set hidden=0")
             overrides[key.strip()] = safeio.load_yaml(value, where=f"--set {key.strip()}", max_depth=16,
                                                       fix="give a YAML value, e.g. --set lr=0.001")
-        from .. import resources
-        config = resources.find(args.config) if args.config else resources.locate(resources.TRAIN_CONFIG)
-        targs = TrainArgs.from_yaml(config, overrides)
-        _progress(f"training from {config} (loading the encoder and data first)...")
-        out = train(targs, progress=_progress)
+        if args.retune:
+            from ..train import retune
+
+            given = {k: v for k, v in overrides.items() if v is not None and k not in ("name", "output_dir")}
+            _progress(f"retuning {args.retune}: temperatures and decision thresholds on its tuning split...")
+            out = retune(args.retune, given, progress=_progress)
+        else:
+            from .. import resources
+            config = resources.find(args.config) if args.config else resources.locate(resources.TRAIN_CONFIG)
+            targs = TrainArgs.from_yaml(config, overrides)
+            _progress(f"training from {config} (loading the encoder and data first)...")
+            out = train(targs, progress=_progress)
     except CoachError as err:
         return _fail(err)
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -389,6 +396,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--exclude-noncommercial", action="store_true", help="leave out non-commercial data")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config option with a YAML value, e.g. --set hidden=0 (repeatable)")
+    p.add_argument("--retune", metavar="MODEL_DIR",
+                   help="do not train: refit MODEL_DIR's temperatures, calm_prior and decision thresholds on its "
+                        "own tuning split (with --set threat_fpr_budget=0.01 etc.) and rewrite its card")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("eval", help="evaluate a classifier on dev data beside VADER and profanity-check",
