@@ -1,6 +1,7 @@
 """Loaders map real rows of each public set onto the label schema; generic files fail clearly."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,39 @@ def test_shipped_seed_file_loads() -> None:
     rows = ds.load_source(ds.SourceSpec(name="service_seed", path=str(seed), format="yaml", level_column="level",
                                         sentiment_column="sentiment", train_only=True))
     assert {r.level for r in rows} == set(ds.LEVELS)
+
+
+@needs_data
+def test_hard_negatives_are_real_training_turns(schema: ds.LabelSchema) -> None:
+    """Mined from the training splits only, labelled by origin ∩ kind, licence kept per row."""
+    rows = ds.load_source("hard_negatives", TEXT, schema)
+    kinds = {r.ref.rsplit("[", 1)[1].rstrip("]") for r in rows}
+    assert kinds == {"short", "apology", "service", "figurative"}
+    assert all(r.split == "train" for r in rows)
+    dev_texts = {r.text for n in ds.HARD_NEGATIVE_ORIGINS for r in ds.load_source(n, TEXT, schema) if r.split == "dev"}
+    train_texts = {r.text for n in ds.HARD_NEGATIVE_ORIGINS for r in ds.load_source(n, TEXT, schema) if r.split == "train"}
+    assert all(r.text in train_texts for r in rows)
+    assert sum(r.text in dev_texts and r.text not in train_texts for r in rows) == 0
+    for r in rows:
+        kind = r.ref.rsplit("[", 1)[1].rstrip("]")
+        assert r.levels and "threatening" not in r.levels
+        if kind == "short":
+            assert r.levels == ("calm",) and 1 <= len(re.findall(r"[a-z0-9']+", r.text.lower().replace("\u2019", "'"))) <= 3
+        if kind in ("apology", "service"):
+            assert set(r.levels) <= {"calm", "frustrated"}
+    dd = [r for r in rows if "(from dailydialog)" in r.licence]
+    assert dd and not any(r.commercial_ok for r in dd)          # DailyDialog's licence travels with the row
+    assert any(r.commercial_ok for r in rows if "(from meld)" in r.licence)
+    assert ds.hard_negative_kind("this heat is killing me") == "figurative"
+    assert ds.hard_negative_kind("i will kill you") is None
+
+
+@needs_data
+def test_noncommercial_rows_of_a_derived_source_are_left_out(tmp_path: Path) -> None:
+    from coach.train import TrainArgs, load_data
+
+    args = TrainArgs(sources=[{"name": "hard_negatives", "max_train": 0}], exclude_noncommercial=True,
+                     max_per_source=0, cache_dir=str(tmp_path))
+    train, _, used = load_data(args)
+    assert train.rows and all(r.commercial_ok for r in train.rows)
+    assert not any("(from dailydialog)" in r.licence for r in train.rows)

@@ -105,3 +105,29 @@ def test_coach_classify_prints_the_rules_level(tmp_path: Path) -> None:
     assert len(rows) == len(texts)
     for r in rows:
         assert r["level"] == decide_level(r["escalation"], cfg["thresholds"]).label
+
+
+def test_calm_prior_is_bayes_rule_and_round_trips() -> None:
+    """A stated deployment prior moves mass to calm and leaves the other levels' ratios."""
+    import torch
+
+    from coach.classifier import Heads, ModelConfig
+
+    heads = Heads(dim=4, hidden=0, dropout=0.0).eval()
+    torch.manual_seed(0)
+    emb = np.random.default_rng(1).normal(size=(6, 4)).astype(np.float32)
+    plain = Classifier.__new__(Classifier)
+    plain.heads, plain.config = heads, ModelConfig(dim=4, hidden=0)
+    shifted = Classifier.__new__(Classifier)
+    shifted.heads, shifted.config = heads, ModelConfig(dim=4, hidden=0, calm_prior=3.0)
+    p, _ = plain.predict_embeddings(emb)
+    q, _ = shifted.predict_embeddings(emb)
+    want = p.copy()
+    want[:, 0] *= 3.0
+    want /= want.sum(1, keepdims=True)
+    assert np.allclose(q, want) and np.allclose(q.sum(1), 1.0)
+    assert (q[:, 0] > p[:, 0]).all()
+    assert np.allclose(q[:, 1:] / q[:, 1:].sum(1, keepdims=True), p[:, 1:] / p[:, 1:].sum(1, keepdims=True))
+    cfg = ModelConfig.from_json(json.loads(json.dumps(shifted.config.to_json())))
+    assert cfg.calm_prior == 3.0
+    assert ModelConfig.from_json({k: v for k, v in cfg.to_json().items() if k != "calm_prior"}).calm_prior == 1.0

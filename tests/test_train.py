@@ -173,3 +173,24 @@ def test_tune_split_thresholds_and_ensemble(tmp_path: Path) -> None:
     assert sum(s[0].escalation.values()) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ConfigError):
         TrainArgs.from_dict({"thresholds": True})                   # thresholds need a tuning split
+
+
+def test_retune_refits_the_rule_without_training(tmp_path: Path) -> None:
+    from coach.train import retune
+
+    args = _args(tmp_path, tune_fraction=0.3, thresholds=True, epochs=3, patience=3)
+    out = train(args)
+    before = json.loads((out / "config.json").read_text())
+    heads = (out / "heads.safetensors").read_bytes()
+    retune(out, {"calm_prior": 2.5})
+    after = json.loads((out / "config.json").read_text())
+    assert after["calm_prior"] == 2.5 and before["calm_prior"] == 1.0
+    assert after["temperature"] == pytest.approx(before["temperature"], rel=1e-6)   # same tuning rows
+    assert after["training"]["args"]["calm_prior"] == 2.5
+    assert (out / "heads.safetensors").read_bytes() == heads                     # nothing retrained
+    p = open_model(out).classify(["sure i can hold"])[0].escalation["calm"]
+    retune(out, {"calm_prior": 1.0})
+    assert open_model(out).classify(["sure i can hold"])[0].escalation["calm"] < p
+    plain = train(_args(tmp_path, epochs=2, output_dir=str(tmp_path / "plain")))
+    with pytest.raises(ConfigError, match="tuning split"):
+        retune(plain)
