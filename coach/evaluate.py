@@ -424,6 +424,10 @@ def model_card(clf: "Classifier", metrics: Mapping[str, Any], used: Mapping[str,
             rule.append(f"threatening if P(threatening) >= {th['threatening']:.2f}")
         if "abusive" in th:
             rule.append(f"else abusive if P(abusive or worse) >= {th['abusive']:.2f}")
+        prior = getattr(cfg, "calm_prior", 1.0)
+        if prior != 1.0:
+            lines += ["", f"Deployment prior: P(calm) x {prior:g}, renormalised (Bayes' rule: calls are mostly calm, "
+                      "the class-balanced training is not), before the rule below; `calm_prior` in config.json."]
         lines += ["", "Decision rule (`Classifier.decide`, used for the F1/recall figures below; thresholds "
                   "tuned on the tuning split carved from the training rows, never on dev): "
                   + "; ".join(rule) + "; else the most likely of calm/frustrated/angry. "

@@ -26,15 +26,16 @@ class KeywordClassifier:
 
     dim = 64
 
-    def __init__(self) -> None:
+    def __init__(self, p: float = 0.8) -> None:
         self._texts: dict[bytes, str] = {}
+        self.p = p  # probability of the keyword's level (the other four share the rest)
 
     def classify(self, texts: Sequence[str]) -> list[Scores]:
         out = []
         for t in texts:
             low = t.lower()
             level = next((lv for lv, kws in KEYWORDS if any(k in low for k in kws)), "calm")
-            esc = {lv: (0.8 if lv == level else 0.05) for lv in LEVELS}
+            esc = {lv: (self.p if lv == level else (1.0 - self.p) / 4) for lv in LEVELS}
             neg = level != "calm"
             sent = {"negative": 0.8 if neg else 0.1, "neutral": 0.1 if neg else 0.6, "positive": 0.1 if neg else 0.3}
             out.append(Scores(esc, sent))

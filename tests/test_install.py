@@ -159,6 +159,9 @@ def test_installed_coach_is_the_installed_copy(installed, tmp_path):
     assert REPO not in coach_file.parents
     for shipped in ("configs/playbook.yaml", "configs/labels.yaml", "configs/train/default.yaml",
                     "models/escalation-minilm/heads.safetensors", "models/escalation-minilm/config.json",
+                    "models/escalation-minilm/adapter/adapter_config.json",
+                    "models/escalation-minilm/adapter/adapter_model.safetensors",
+                    "models/escalation-minilm-heads/heads.safetensors", "models/escalation-minilm-heads/config.json",
                     "examples/escalating.wav", "examples/escalating.json"):
         assert (package_dir / shipped).is_file(), f"{shipped} is not in the installed package"
 

@@ -122,7 +122,8 @@ def test_call_security_needs_confident_words_and_corroboration():
     assert "call_security" in ids(opened)  # a second threatening turn corroborates the first
     opened, _ = run([("customer", 0, 3, threat, 0.95, 0.8)])
     assert "call_security" in ids(opened)  # one threat in an aroused voice
-    opened, _ = run([("customer", 0, 3, threat, 0.95, 0.2)])
+    unsure = KeywordClassifier(p=0.3)  # still threatening by the rule, but below the playbook's sure_p
+    opened, _ = run([("customer", 0, 3, threat, 0.95, 0.2)], classifier=unsure)
     assert "call_security" not in ids(opened)  # one threat, calm voice, not unambiguous enough alone
     opened, _ = run([("customer", 0, 3, threat, 0.25), ("customer", 4, 6, again, 0.25)])
     assert "call_security" not in ids(opened)  # misheard audio: words dropped, no alarm
