@@ -110,16 +110,29 @@ def merge_lora(model: nn.Module, adapter: str | Path) -> int:
     """
     from safetensors.torch import load_file
 
+    from . import safeio
+
     adapter = Path(adapter)
     fix = "retrain with `coach train --config configs/train/lora.yaml`"
+    conf_path, weights = adapter / "adapter_config.json", adapter / "adapter_model.safetensors"
+    conf = safeio.load_json(safeio.read_text(conf_path, what="LoRA adapter config", max_bytes=safeio.MB,
+                                             error_cls=ModelError, fix=fix),
+                            where=str(conf_path), error_cls=ModelError, fix=fix)
+    if not isinstance(conf, dict):
+        raise ModelError(f"{conf_path} must hold a JSON object", fix)
+    safeio.check_regular_file(weights, what="LoRA adapter weights", error_cls=ModelError, fix=fix)
     try:
-        conf = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
-        state = load_file(str(adapter / "adapter_model.safetensors"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read LoRA adapter {adapter} ({type(exc).__name__})", fix) from None
+        state = load_file(str(weights))
+    except Exception as exc:  # safetensors errors share no base class with OSError
+        first = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise ModelError(f"cannot read LoRA adapter {adapter} ({first})", fix) from None
     if conf.get("peft_type", "LORA") != "LORA" or conf.get("fan_in_fan_out") or conf.get("use_dora"):
         raise ModelError(f"LoRA adapter {adapter} uses options this loader does not merge", fix)
-    r, alpha = int(conf.get("r", 8)), float(conf.get("lora_alpha", 8))
+    try:
+        r = safeio.number(conf.get("r", 8), "r", lo=1, hi=65536, integer=True)
+        alpha = safeio.number(conf.get("lora_alpha", 8), "lora_alpha", lo=0.0, hi=1e6)
+    except ValueError as exc:
+        raise ModelError(f"{conf_path}: {exc}", fix) from None
     scale = alpha / math.sqrt(r) if conf.get("use_rslora") else alpha / r
     modules = dict(model.named_modules())
     merged = 0
@@ -350,8 +363,11 @@ class ModelConfig:
             for key in ("encoder", "normalization"):
                 if key in d and not isinstance(d[key], str):
                     raise ValueError(f"'{key}' must be a string")
-            if d.get("adapter") is not None and not isinstance(d["adapter"], str):
-                raise ValueError("'adapter' must be a folder name or null")
+            adapter = d.get("adapter")
+            if adapter is not None and (not isinstance(adapter, str) or not adapter or "/" in adapter
+                                        or "\\" in adapter or adapter in (".", "..")):
+                # A name inside the model folder, never a path: a config must not reach elsewhere.
+                raise ValueError("'adapter' must be a folder name inside the model folder, or null")
             if d.get("training") is not None and not isinstance(d["training"], Mapping):
                 raise ValueError("'training' must be an object")
             thresholds = d.get("thresholds")

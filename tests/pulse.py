@@ -197,6 +197,18 @@ class PulseAudio:
                           f"sink_properties=device.description={sink}").stdout
         self._modules[sink] = out.strip()
 
+    def wait_recording(self, sink: str, timeout: float = 30.0) -> None:
+        """Wait until a client records from ``sink``'s monitor (its source is RUNNING):
+        a process that says it is listening may still be opening its streams."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ln in self._pactl("list", "short", "sources").stdout.splitlines():
+                cols = ln.split("\t")
+                if len(cols) >= 5 and cols[1] == f"{sink}.monitor" and cols[4].strip() == "RUNNING":
+                    return
+            time.sleep(0.1)
+        raise PulseError(f"nothing recorded from {sink}.monitor within {timeout:.0f} s")
+
     def sources(self) -> list[str]:
         return [ln.split("\t")[1] for ln in self._pactl("list", "short", "sources").stdout.splitlines() if "\t" in ln]
 

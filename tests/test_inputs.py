@@ -14,6 +14,7 @@ import http.server
 import io
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -497,6 +498,12 @@ def _model_dir(tmp_path: Path, shipped: Path, case: str) -> Path:
         os.mkfifo(d / "config.json")
     elif cfg is not None:
         (d / "config.json").write_text(cfg if isinstance(cfg, str) else json.dumps(cfg))
+    if good.get("adapter") and case != "adapter-missing":
+        shutil.copytree(shipped / good["adapter"], d / good["adapter"])
+        if case == "adapter-garbage":
+            (d / good["adapter"] / "adapter_model.safetensors").write_bytes(b"not weights")
+    if case == "adapter-path":
+        (d / "config.json").write_text(json.dumps({**good, "adapter": "../elsewhere"}))
     if heads == "copy":
         (d / "heads.safetensors").write_bytes((shipped / "heads.safetensors").read_bytes())
     elif heads == "fifo":
@@ -519,6 +526,9 @@ def _model_dir(tmp_path: Path, shipped: Path, case: str) -> Path:
     ("heads-shape", "matching config.json"),
     ("config-fifo", "FIFO"),
     ("heads-fifo", "FIFO"),
+    ("adapter-missing", "adapter_config.json is missing"),
+    ("adapter-garbage", "cannot read LoRA adapter"),
+    ("adapter-path", "must be a folder name inside the model folder"),
 ])
 def test_bad_model_folder(tmp_path, shipped_model, case, phrase):
     from coach.classifier import open_model

@@ -172,19 +172,25 @@ def test_live_survives_a_device_that_vanishes_mid_call(pulse, tmp_path):
     _, customer_wav = _split(example("escalating.wav"), tmp_path)
     events = tmp_path / "loss.jsonl"
     live = _Live(pulse, "--events", str(events))
+    unloaded = False
     try:
         live.wait_for(r"listening: ", 120)
+        pulse.wait_recording("coach_customer")  # "listening" comes before the streams open
         time.sleep(1.0)
         pulse.unload("coach_customer")
+        unloaded = True
         live.wait_for(r"customer.*lost", 15)
         time.sleep(1.5)
         pulse.reload("coach_customer")
+        unloaded = False
         live.wait_for(r"customer.*reopened", 20)
         pulse.play("coach_customer", customer_wav, wait=True)
         time.sleep(2.0)
         took = live.interrupt(signal.SIGTERM)
     finally:
         live.kill()
+        if unloaded:  # the daemon is shared by the module's tests: give the device back
+            pulse.reload("coach_customer")
     assert live.proc.returncode == 143, live.lines
     assert took < 2.0
     evs = _events(events)
@@ -203,6 +209,8 @@ def test_critical_prompt_reaches_the_supervisor_webhook_live(pulse, tmp_path):
                  f"http://127.0.0.1:{srv.server_address[1]}/api/report", "--name", "desk-7")
     try:
         live.wait_for(r"listening: ", 120)
+        for sink in ("coach_agent", "coach_customer"):
+            pulse.wait_recording(sink)
         time.sleep(0.5)
         players = [pulse.play("coach_agent", agent_wav, wait=False),
                    pulse.play("coach_customer", customer_wav, wait=False)]

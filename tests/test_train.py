@@ -80,7 +80,13 @@ def test_default_config_parses() -> None:
     shipped = resources.packaged(resources.TRAIN_CONFIG)
     assert shipped == Path(__file__).resolve().parents[1] / "coach" / "configs" / "train" / "default.yaml"
     args = TrainArgs.from_yaml(shipped)
-    assert args.mode == "heads" and args.name == "escalation-minilm"
+    assert args.mode == "heads" and args.name == "escalation-minilm-heads"
+    lora = TrainArgs.from_yaml(shipped.parent / "lora.yaml")
+    assert lora.mode == "lora" and lora.name == "escalation-minilm"
+    # Each shipped model folder was trained by the config of the same name.
+    for cfg in (args, lora):
+        model = json.loads((shipped.parents[2] / "models" / cfg.name / "config.json").read_text())
+        assert model["training"]["args"]["name"] == cfg.name and model["training"]["args"]["mode"] == cfg.mode
 
 
 def test_partial_nll_and_temperature() -> None:
