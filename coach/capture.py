@@ -269,13 +269,13 @@ class _Input:
         delivered = False
         while not self.stop.wait(POLL_S):
             now = time.monotonic()
-            if self._finished:
-                return "the stream stopped", delivered
-            if self.frames and not delivered:
+            if self.frames and not delivered:  # before `finished`: audio that came, then stopped, was a loss
                 delivered = self.delivering = True
                 if down_since is not None:
                     self.reopens += 1
                     self._report(f"{self.label} reopened after {now - down_since:.1f} s")
+            if self._finished:
+                return "the stream stopped", delivered
             last, limit = (self.last_cb, STALL_S) if delivered else (start, START_S)
             if now - last > limit:
                 return f"no audio for {now - last:.1f} s", delivered
