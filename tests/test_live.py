@@ -194,7 +194,7 @@ def test_live_survives_a_device_that_vanishes_mid_call(pulse, tmp_path):
         if unloaded:  # the daemon is shared by the module's tests: give the device back
             pulse.reload("coach_customer")
     assert live.proc.returncode == 143, live.lines
-    assert took < 2.0
+    assert took < 3.0  # bus drain 1.5 s + device shutdown 0.5 s, plus interpreter exit under load
     evs = _events(events)
     assert evs[-1]["type"] == "call_end" and evs[-1]["t"] > 40.0
     assert sum(e["type"] == "utterance" and e["speaker"] == "customer" for e in evs) >= 5
