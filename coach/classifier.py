@@ -204,31 +204,93 @@ class Encoder:
         self.dim = int(model.config.hidden_size)
         self._lock = threading.Lock()
 
-    def tokenize(self, texts: Sequence[str]) -> Mapping[str, torch.Tensor]:
-        return self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
+    def tokenize(self, texts: Sequence[str], contexts: Sequence[str] | None = None,
+                 context_tokens: int = 0, max_length: int | None = None) -> Mapping[str, torch.Tensor]:
+        """A padded batch. With ``contexts`` (and ``context_tokens`` > 0) see :func:`pair_batch`."""
+        limit = int(max_length or self.max_length)
+        if contexts is not None and context_tokens > 0:
+            return pair_batch(self.tokenizer, texts, contexts, context_tokens, limit)
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=limit, return_tensors="pt")
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Embeddings of one tokenised batch, with gradients if the caller allows them."""
-        out = self.model(**batch)
-        return mean_pool(out.last_hidden_state, batch["attention_mask"])
+        """Embeddings of one tokenised batch, with gradients if the caller allows them.
 
-    def embed(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        """``(n, dim)`` float32 unit vectors; texts are used exactly as given."""
+        A batch from :func:`pair_batch` carries ``pool_mask``: only the utterance's own
+        tokens are averaged, the context is read through attention alone.
+        """
+        inputs = {k: v for k, v in batch.items() if k != "pool_mask"}
+        out = self.model(**inputs)
+        return mean_pool(out.last_hidden_state, batch.get("pool_mask", batch["attention_mask"]))
+
+    def embed(self, texts: Sequence[str], batch_size: int | None = None,
+              contexts: Sequence[str] | None = None, context_tokens: int = 0) -> np.ndarray:
+        """``(n, dim)`` float32 unit vectors; texts are used exactly as given.
+
+        ``contexts`` (one per text, "" for none) are the previous turns, read by a model
+        fine-tuned with them (``context_tokens`` > 0); without them the result is the
+        plain sentence embedding.
+        """
         texts = [t if t else "" for t in texts]
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        ctx = None
+        if contexts is not None and context_tokens > 0:
+            if len(contexts) != len(texts):
+                raise ValueError(f"{len(contexts)} contexts for {len(texts)} texts")
+            ctx = [c if c else "" for c in contexts]
         bs = int(batch_size or self.batch_size)
         # Sorting by length keeps padding (wasted compute) small in each batch.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + (len(ctx[i]) if ctx else 0))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         with self._lock, torch.inference_mode():
             for i in range(0, len(order), bs):
                 idx = order[i : i + bs]
-                emb = self.forward(self.tokenize([texts[j] for j in idx]))
-                out[idx] = emb.float().numpy()
+                batch = self.tokenize([texts[j] for j in idx], [ctx[j] for j in idx] if ctx else None,
+                                      context_tokens)
+                out[idx] = self.forward(batch).float().numpy()
         return out
+
+
+def pair_batch(tokenizer: Any, texts: Sequence[str], contexts: Sequence[str], context_tokens: int,
+               max_length: int) -> dict[str, torch.Tensor]:
+    """``[CLS] previous turn [SEP] utterance [SEP]`` rows, padded, with a ``pool_mask``.
+
+    The utterance keeps up to ``max_length`` - 3 tokens; the previous turn keeps its
+    last ``context_tokens`` (its end is what the utterance answers). A row whose context
+    is empty is the plain ``[CLS] utterance [SEP]``, exactly as without context, so one
+    model serves both. ``pool_mask`` marks the utterance's own tokens (and [CLS]/[SEP]
+    for plain rows): the embedding describes this turn, read in the light of the last.
+    """
+    cls_id, sep_id, pad_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id or 0
+    body = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max(1, max_length - 3))
+    prev = tokenizer(list(contexts), add_special_tokens=False)
+    rows, types, pools = [], [], []
+    for ids, cids in zip(body["input_ids"], prev["input_ids"]):
+        cids = cids[-context_tokens:] if cids else []
+        if cids:
+            row = [cls_id, *cids, sep_id, *ids, sep_id]
+            typ = [0] * (len(cids) + 2) + [1] * (len(ids) + 1)
+            pool = [0] * (len(cids) + 2) + [1] * (len(ids) + 1)
+        else:
+            row = [cls_id, *ids, sep_id]
+            typ = [0] * len(row)
+            pool = [1] * len(row)
+        rows.append(row)
+        types.append(typ)
+        pools.append(pool)
+    width = max(len(r) for r in rows)
+    n = len(rows)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros((n, width), dtype=torch.long)
+    attention_mask = torch.zeros((n, width), dtype=torch.long)
+    pool_mask = torch.zeros((n, width), dtype=torch.long)
+    for i, (r, t, p) in enumerate(zip(rows, types, pools)):
+        input_ids[i, :len(r)] = torch.tensor(r)
+        token_type_ids[i, :len(r)] = torch.tensor(t)
+        attention_mask[i, :len(r)] = 1
+        pool_mask[i, :len(r)] = torch.tensor(p)
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+            "pool_mask": pool_mask}
 
 
 class Heads(nn.Module):
@@ -323,6 +385,7 @@ class ModelConfig:
     calm_prior: float = 1.0                      # deployment prior of calm relative to training, see predict_embeddings
     thresholds: dict[str, float] | None = None   # decision rule, see decide_levels
     ensemble: int = 1                            # number of averaged head sets
+    context_tokens: int = 0                      # tokens of the previous turn the model reads (0: none)
     training: dict[str, Any] | None = None
     format: str = MODEL_FORMAT
 
@@ -337,6 +400,7 @@ class ModelConfig:
             "labels": {"escalation": list(self.levels), "sentiment": list(self.sentiments)},
             "temperature": {"escalation": self.temperature_escalation, "sentiment": self.temperature_sentiment},
             "calm_prior": self.calm_prior,
+            "context_tokens": self.context_tokens,
             "thresholds": dict(self.thresholds) if self.thresholds else None,
             "training": self.training or {},
         }
@@ -394,6 +458,8 @@ class ModelConfig:
                 thresholds=({str(k): safeio.number(v, f"thresholds.{k}") for k, v in thresholds.items()
                              if v is not None} if thresholds else None),
                 ensemble=safeio.number(heads.get("ensemble", 1), "heads.ensemble", lo=1, hi=64, integer=True),
+                context_tokens=safeio.number(d.get("context_tokens", 0), "context_tokens", lo=0, hi=512,
+                                             integer=True),
                 training=d.get("training"),
                 format=fmt,
             )
@@ -450,24 +516,43 @@ class Classifier:
             pe /= pe.sum(axis=1, keepdims=True)
         return pe, _softmax(sen, self.config.temperature_sentiment)
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities as arrays; empty texts get the calm/neutral prior."""
+    @property
+    def uses_context(self) -> bool:
+        """Whether the model was fine-tuned to read the previous turn (``context_tokens``)."""
+        return self.config.context_tokens > 0
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int | None = None,
+                      contexts: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities as arrays; empty texts get the calm/neutral prior.
+
+        ``contexts``: the turn before each text ("" for none); read only by a model that
+        :attr:`uses_context`, ignored otherwise.
+        """
+        if contexts is not None and len(contexts) != len(texts):
+            raise ValueError(f"{len(contexts)} contexts for {len(texts)} texts")
         norm = [normalize_speech(t) if t else "" for t in texts]
         n = len(norm)
         esc = np.tile(np.array([EMPTY_ESCALATION[lv] for lv in LEVELS], dtype=np.float64), (n, 1))
         sen = np.tile(np.array([EMPTY_SENTIMENT[s] for s in SENTIMENTS], dtype=np.float64), (n, 1))
         keep = [i for i, t in enumerate(norm) if t]
         if keep:
-            emb = self.encoder.embed([norm[i] for i in keep], batch_size=batch_size)
+            ctx = None
+            if contexts is not None and self.uses_context:
+                ctx = [normalize_speech(contexts[i]) if contexts[i] else "" for i in keep]
+            emb = self.encoder.embed([norm[i] for i in keep], batch_size=batch_size, contexts=ctx,
+                                     context_tokens=self.config.context_tokens)
             pe, ps = self.predict_embeddings(emb)
             esc[keep], sen[keep] = pe, ps
         return esc, sen
 
-    def classify(self, texts: Sequence[str], batch_size: int | None = None) -> list[Scores]:
-        """One :class:`Scores` per text, in order."""
+    def classify(self, texts: Sequence[str], batch_size: int | None = None,
+                 contexts: Sequence[str] | None = None) -> list[Scores]:
+        """One :class:`Scores` per text, in order (``contexts``: see :meth:`predict_proba`)."""
         if isinstance(texts, str):
             texts = [texts]
-        return self._scores(*self.predict_proba(texts, batch_size=batch_size))
+        if isinstance(contexts, str):
+            contexts = [contexts]
+        return self._scores(*self.predict_proba(texts, batch_size=batch_size, contexts=contexts))
 
     def classify_embeddings(self, emb: np.ndarray) -> list[Scores]:
         """Scores for texts already embedded with :meth:`embed`: the coach embeds every

@@ -57,6 +57,7 @@ class Example:
     commercial_ok: bool = True
     ref: str = ""  # file:line, for error messages and audits (never the text)
     eval_level: str | None = None  # for partial labels: the level it counts as in dev metrics
+    context: str = ""  # the turn before this one in its dialogue ("" for none or not a dialogue)
 
     @property
     def level(self) -> str | None:
@@ -267,10 +268,33 @@ def _yaml_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 Loader = Callable[[Path, LabelSchema, float], Iterator[Example]]
 
 
-def _ex(schema: LabelSchema, source: str, raw: str, text: str, split: str, ref: str) -> Example:
+def _ex(schema: LabelSchema, source: str, raw: str, text: str, split: str, ref: str, context: str = "") -> Example:
     t = schema.target(source, raw, ref)
     return Example(text, t.levels, t.sentiment, source, split, schema.licences.get(source, ""),
-                   schema.commercial.get(source, False), ref, t.eval_level)
+                   schema.commercial.get(source, False), ref, t.eval_level, context)
+
+
+class _Turns:
+    """The previous turn of the same dialogue, for rows read in dialogue order."""
+
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.turn = -1
+        self.text = ""
+
+    def before(self, key: Any, turn: int, text: str) -> str:
+        """Context for ``text`` (turn ``turn`` of dialogue ``key``): the turn just before it,
+        or "" at a dialogue's start or after a gap in the numbering."""
+        prev = self.text if key == self.key and turn == self.turn + 1 else ""
+        self.key, self.turn, self.text = key, turn, text
+        return prev
+
+
+def _turn(value: Any) -> int:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return -10  # unnumbered: never adjacent, so no context
 
 
 def _goemotions(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example]:
@@ -321,27 +345,34 @@ def _tweeteval(task: str) -> Loader:
 def _meld(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example]:
     for split, fname in (("train", "train_sent_emo.csv"), ("dev", "dev_sent_emo.csv")):
         p = root / "meld" / fname
+        turns = _Turns()
         for line, row in _csv_rows(p, ","):
             ref = f"{p}:{line}"
             t = schema.target("meld", row["Emotion"].strip(), ref)
+            ctx = turns.before(row.get("Dialogue_ID"), _turn(row.get("Utterance_ID")), row["Utterance"])
             yield Example(row["Utterance"], t.levels, _sentiment(row["Sentiment"], ref), "meld", split,
-                          schema.licences["meld"], schema.commercial["meld"], ref)
+                          schema.licences["meld"], schema.commercial["meld"], ref, None, ctx)
 
 
 def _emorynlp(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example]:
     for split, fname in (("train", "emorynlp_train_final.csv"), ("dev", "emorynlp_dev_final.csv")):
         p = root / "meld" / fname
+        turns = _Turns()
         for line, row in _csv_rows(p, ","):
-            yield _ex(schema, "emorynlp", row["Emotion"].strip(), row["Utterance"], split, f"{p}:{line}")
+            scene = (row.get("Season"), row.get("Episode"), row.get("Scene_ID"))
+            ctx = turns.before(scene, _turn(row.get("Utterance_ID")), row["Utterance"])
+            yield _ex(schema, "emorynlp", row["Emotion"].strip(), row["Utterance"], split, f"{p}:{line}", ctx)
 
 
 def _dailydialog(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example]:
     p = root / "dailydialog" / "dailydialog_utterances.tsv"
+    turns = _Turns()
     for line, row in _csv_rows(p, "\t"):
         split = {"train": "train", "validation": "dev"}.get(row["split"])
         if split is None:
             continue  # never use a test split
-        yield _ex(schema, "dailydialog", row["emotion"].strip(), row["utterance"], split, f"{p}:{line}")
+        ctx = turns.before(row.get("dialogue_id"), _turn(row.get("utt_idx")), row["utterance"])
+        yield _ex(schema, "dailydialog", row["emotion"].strip(), row["utterance"], split, f"{p}:{line}", ctx)
 
 
 def _olid(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example]:
@@ -427,7 +458,7 @@ def _hard_negatives(root: Path, schema: LabelSchema, frac: float) -> Iterator[Ex
                 if not levels:
                     continue  # the origin says this turn is exactly what the kind rules out
             yield Example(r.text, levels or r.levels, r.sentiment or t.sentiment, "hard_negatives", "train",
-                          f"{r.licence} (from {origin})", r.commercial_ok, f"{r.ref} [{kind}]")
+                          f"{r.licence} (from {origin})", r.commercial_ok, f"{r.ref} [{kind}]", None, r.context)
 
 
 BUILTIN: dict[str, Loader] = {
@@ -456,7 +487,8 @@ class SourceSpec:
     files: ``path``, ``format`` (csv, tsv, jsonl), ``text_column``, ``level_column``
     and/or ``sentiment_column``, optional ``label_map`` ({level: {raw: label}, sentiment:
     {raw: label}}; a level may be a list or 'a|b' for a partial label, null to skip),
-    optional ``split_column`` (values train/dev; else ``dev_fraction`` is held out).
+    optional ``split_column`` (values train/dev; else ``dev_fraction`` is held out),
+    optional ``context_column`` (the previous turn of the dialogue, for ``context_tokens``).
     """
 
     name: str
@@ -468,6 +500,7 @@ class SourceSpec:
     sentiment_column: str | None = None
     label_map: dict[str, dict[str, Any]] = field(default_factory=dict)
     split_column: str | None = None
+    context_column: str | None = None
     dev_fraction: float = 0.15
     licence: str = "unknown"
     commercial_ok: bool = False
@@ -501,7 +534,7 @@ class SourceSpec:
         for key in ("kind", "text_column", "licence"):
             if not isinstance(getattr(self, key), str):
                 raise ConfigError(f"{where}: {key} must be a string, got {getattr(self, key)!r}", fix)
-        for key in ("path", "format", "level_column", "sentiment_column", "split_column"):
+        for key in ("path", "format", "level_column", "sentiment_column", "split_column", "context_column"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{where}: {key} must be a string, got {value!r}", fix)
@@ -544,7 +577,8 @@ def _generic(spec: SourceSpec, base: Path) -> Iterator[Example]:
         rows = _csv_rows(p, "," if fmt == "csv" else "\t")
     lmap = {str(k): v for k, v in (spec.label_map.get("level") or {}).items()}
     smap = {str(k): v for k, v in (spec.label_map.get("sentiment") or {}).items()}
-    needed = [c for c in (spec.text_column, spec.level_column, spec.sentiment_column, spec.split_column) if c]
+    needed = [c for c in (spec.text_column, spec.level_column, spec.sentiment_column, spec.split_column,
+                          spec.context_column) if c]
     n = 0
     for line, row in rows:
         where = f"{p}:{line}"
@@ -572,7 +606,9 @@ def _generic(spec: SourceSpec, base: Path) -> Iterator[Example]:
         else:
             split = "dev" if dev_holdout(text, spec.dev_fraction) else "train"
         n += 1
-        yield Example(text, levels, sent, spec.name, split, spec.licence, spec.commercial_ok, where)
+        ctx = row[spec.context_column] if spec.context_column else ""
+        yield Example(text, levels, sent, spec.name, split, spec.licence, spec.commercial_ok, where, None,
+                      "" if ctx is None else str(ctx))
     if n == 0:
         raise DataError(f"{p} has no labelled rows", "add rows below the header")
 

@@ -417,6 +417,11 @@ def model_card(clf: "Classifier", metrics: Mapping[str, Any], used: Mapping[str,
         f"temperatures escalation {cfg.temperature_escalation:.3f}, sentiment {cfg.temperature_sentiment:.3f}.",
         "Input text is normalised like speech-to-text output (`coach.text.normalize_speech`).",
     ]
+    if getattr(cfg, "context_tokens", 0):
+        lines.append(f"Reads the last {cfg.context_tokens} tokens of the previous turn before the utterance "
+                     "(`[CLS] previous [SEP] utterance [SEP]`, the utterance's tokens pooled); without a "
+                     "previous turn it reads the utterance alone. Dev figures below use the previous turn "
+                     "where the data has one.")
     th = getattr(cfg, "thresholds", None)
     if th:
         rule = []

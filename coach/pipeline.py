@@ -87,12 +87,18 @@ class Scorer:
     passed the old gate on the real call were stop-words, and the classifier calls such
     fragments angry ("the" 0.59, "say the word" 0.79). Unscored turns still carry their
     voice to the trajectory.
+
+    A classifier that ``uses_context`` (fine-tuned with the previous turn) reads each
+    customer turn after the confidently heard words of the turn before it, whoever
+    spoke it: a second encoder pass for customer turns only (the plain embedding still
+    serves the paraphrase check).
     """
 
     def __init__(self, classifier: TextClassifier, min_word_conf: float = 0.3, min_content: int = 2) -> None:
         self.clf = classifier
         self.min_word_conf = min_word_conf
         self.min_content = min_content
+        self.previous = ""  # confident words of the last utterance scored, any speaker
 
     def score(self, utts: Sequence[Utterance]) -> list[tuple[ScoredUtterance, np.ndarray | None]]:
         from .text import trusted_text
@@ -105,9 +111,27 @@ class Scorer:
             vecs = self.clf.embed([texts[i] for i in keep])
             emb = {i: vecs[k] for k, i in enumerate(keep)}
             cust = [i for i in keep if utts[i].speaker is Speaker.CUSTOMER]
-            if cust:  # one encoder pass per utterance: the embedding serves both jobs
+            if cust and getattr(self.clf, "uses_context", False):
+                before = self._before(utts)
+                scores = dict(zip(cust, self.clf.classify([texts[i] for i in cust],
+                                                          contexts=[before[i] for i in cust])))
+            elif cust:  # one encoder pass per utterance: the embedding serves both jobs
                 scores = dict(zip(cust, self.clf.classify_embeddings(np.stack([emb[i] for i in cust]))))
+        for u in utts:
+            said = confident_text(u, self.min_word_conf).strip()
+            if said:
+                self.previous = said
         return [(ScoredUtterance(u, scores.get(i)), emb.get(i)) for i, u in enumerate(utts)]
+
+    def _before(self, utts: Sequence[Utterance]) -> list[str]:
+        """The turn before each of ``utts`` (the batch continues the call)."""
+        out, prev = [], self.previous
+        for u in utts:
+            out.append(prev)
+            said = confident_text(u, self.min_word_conf).strip()
+            if said:
+                prev = said
+        return out
 
 
 class CoachCore:

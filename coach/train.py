@@ -78,6 +78,8 @@ _NUMERIC_OPTIONS: dict[str, dict[str, Any]] = {
     "lora_max_minutes": {"lo": 0.0, "lo_open": True},
     "warmup_fraction": {"lo": 0.0, "hi": 0.5},
     "threads": {"lo": 0, "hi": 1024, "integer": True},   # 0 or null = torch's default
+    "context_tokens": {"lo": 0, "hi": 256, "integer": True},
+    "context_dropout": _PROB,
 }
 _OPTIONAL = {"threads"}
 _BOOL_OPTIONS = ("exclude_noncommercial", "class_balance", "calibrate", "thresholds")
@@ -147,6 +149,13 @@ class TrainArgs:
     lora_max_minutes: float = 120.0        # wall-clock budget of the fine-tuning loop; it stops there
     warmup_fraction: float = 0.05          # linear warm-up, then linear decay to 0
     threads: int | None = 1                # torch threads while training; 1 is fastest on a shared CPU
+    # Dialogue context (mode lora): the model reads the last `context_tokens` tokens of
+    # the previous turn (MELD, EmoryNLP, DailyDialog rows carry it) before the utterance.
+    # `context_dropout` of the rows that have one are fine-tuned without it, so the model
+    # still reads a lone utterance (a call's first turn, `coach classify`, the standard
+    # benchmark) as well as before. 0 = no context.
+    context_tokens: int = 0
+    context_dropout: float = 0.3
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "TrainArgs":
@@ -222,6 +231,9 @@ class TrainArgs:
             raise ConfigError(f"{where}: no data sources", "list at least one source under sources:")
         if self.mode == "lora" and not self.lora_targets:
             raise ConfigError(f"{where}: lora_targets is empty", "list e.g. lora_targets: [query, key, value]")
+        if self.context_tokens and self.mode != "lora":
+            raise ConfigError(f"{where}: context_tokens needs a fine-tuned encoder (a frozen one was never "
+                              "taught to read the previous turn)", "set mode: lora, or context_tokens: 0")
         if self.thresholds and not self.tune_fraction:
             raise ConfigError(f"{where}: thresholds are tuned on the tuning split",
                               "set tune_fraction (e.g. 0.1) or thresholds: false")
@@ -251,6 +263,7 @@ class DataSplit:
     sentiment: np.ndarray         # (n,) int, -1 = none
     emb: np.ndarray | None = None
     weight: np.ndarray | None = None  # (n,) per-row source weight
+    contexts: list[str] | None = None  # normalised previous turns ("" for none)
 
 
 def make_split(rows: Sequence[ds.Example], source_weights: Mapping[str, float] | None = None) -> DataSplit:
@@ -258,6 +271,7 @@ def make_split(rows: Sequence[ds.Example], source_weights: Mapping[str, float] |
     keep = [i for i, t in enumerate(texts) if t]  # rows that normalise to nothing teach nothing
     rows = [rows[i] for i in keep]
     texts = [texts[i] for i in keep]
+    contexts = [normalize_speech(r.context) if r.context else "" for r in rows]
     mask = np.zeros((len(rows), len(LEVELS)), dtype=bool)
     sent = np.full(len(rows), -1, dtype=np.int64)
     for i, r in enumerate(rows):
@@ -267,7 +281,7 @@ def make_split(rows: Sequence[ds.Example], source_weights: Mapping[str, float] |
             sent[i] = SENTIMENTS.index(r.sentiment)
     sw = source_weights or {}
     weight = np.array([sw.get(r.source, 1.0) for r in rows], dtype=np.float32)
-    return DataSplit(list(rows), texts, mask, sent, weight=weight)
+    return DataSplit(list(rows), texts, mask, sent, weight=weight, contexts=contexts)
 
 
 def load_data(args: TrainArgs) -> tuple[DataSplit, DataSplit, dict[str, Any]]:
@@ -315,7 +329,8 @@ def subset(split: DataSplit, idx: Sequence[int] | np.ndarray) -> DataSplit:
     idx = np.asarray(idx, dtype=int)
     return DataSplit([split.rows[i] for i in idx], [split.texts[i] for i in idx], split.level_mask[idx],
                      split.sentiment[idx], emb=None if split.emb is None else split.emb[idx],
-                     weight=None if split.weight is None else split.weight[idx])
+                     weight=None if split.weight is None else split.weight[idx],
+                     contexts=None if split.contexts is None else [split.contexts[i] for i in idx])
 
 
 def carve_tune(split: DataSplit, fraction: float, keep_sources: Sequence[str] = ()) -> tuple[DataSplit, DataSplit]:
@@ -622,6 +637,11 @@ def train_lora(args: TrainArgs, encoder: Encoder, heads: torch.nn.Module, train:
     we, ws = (torch.from_numpy(w) for w in row_weights(sub, args.class_balance, args.balance_power))
     tok = encoder.tokenizer(sub.texts, truncation=True, max_length=args.lora_max_length)["input_ids"]
     lengths = [len(t) for t in tok]
+    ctx = sub.contexts if args.context_tokens and sub.contexts else None
+    if ctx:
+        # Batches group similar total lengths; the context adds at most context_tokens + 1.
+        ctok = encoder.tokenizer(ctx, add_special_tokens=False)["input_ids"]
+        lengths = [n + (min(len(c), args.context_tokens) + 1 if c else 0) for n, c in zip(lengths, ctok)]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": params, "lr": args.encoder_lr},
                              {"params": list(heads.parameters()), "lr": args.lr * 0.5}],
@@ -638,8 +658,12 @@ def train_lora(args: TrainArgs, encoder: Encoder, heads: torch.nn.Module, train:
     for epoch in range(args.encoder_epochs):
         for idx in _length_batches(lengths, bs, rng):
             texts = [sub.texts[j] for j in idx]
-            batch = encoder.tokenizer(texts, padding=True, truncation=True, max_length=args.lora_max_length,
-                                      return_tensors="pt")
+            if ctx:
+                drop = rng.random(len(idx)) < args.context_dropout
+                batch = encoder.tokenize(texts, ["" if d else ctx[j] for j, d in zip(idx, drop)],
+                                         args.context_tokens, args.lora_max_length)
+            else:
+                batch = encoder.tokenize(texts, max_length=args.lora_max_length)
             le, ls = heads(encoder.forward(batch))
             loss = multitask_loss(le, ls, torch.from_numpy(sub.level_mask[idx]), torch.from_numpy(sub.sentiment[idx]),
                                   we[idx], ws[idx], args.sentiment_weight)
@@ -662,7 +686,7 @@ def train_lora(args: TrainArgs, encoder: Encoder, heads: torch.nn.Module, train:
             break
     model.eval()
     heads.eval()
-    info = {"rows": len(sub.texts), "steps": step, "planned_steps": total, "epochs_done": round(step / steps_per_epoch, 2),
+    info = {"rows": len(sub.texts), "rows_with_context": sum(1 for c in ctx if c) if ctx else 0, "steps": step, "planned_steps": total, "epochs_done": round(step / steps_per_epoch, 2),
             "minutes": round((time.perf_counter() - t0) / 60, 1), "stopped_by_budget": stopped,
             "trainable_params": int(sum(p.numel() for p in params))}
     return model, info
@@ -714,8 +738,8 @@ def retune(model_dir: str | Path, overrides: Mapping[str, Any] | None = None,
     _, select = carve_tune(train_split, args.tune_fraction,
                            keep_sources=[n for n, u in used.items() if u["role"] == "train only"])
     say(f"retuning on {len(select.texts)} tuning rows")
-    select.emb = clf.encoder.embed(select.texts)
-    dev_split.emb = clf.encoder.embed(dev_split.texts)
+    select.emb = _embed_split(clf.encoder, select, clf.config.context_tokens)
+    dev_split.emb = _embed_split(clf.encoder, dev_split, clf.config.context_tokens)
     fit = dict((clf.config.training or {}).get("fit") or {})
     _calibrate(clf, select, args, fit, say)
     clf.config.training = {**(clf.config.training or {}), "args": args.to_dict(), "fit": fit}
@@ -729,6 +753,14 @@ def retune(model_dir: str | Path, overrides: Mapping[str, Any] | None = None,
 
 
 # --- driver --------------------------------------------------------------------------------
+
+def _embed_split(encoder: Encoder, split: DataSplit, context_tokens: int) -> np.ndarray:
+    """A split's embeddings as the deployed model computes them: each row with its
+    previous turn when the model reads context, plain otherwise."""
+    with torch.inference_mode():
+        return encoder.embed(split.texts, contexts=split.contexts if context_tokens else None,
+                             context_tokens=context_tokens)
+
 
 def train(args: TrainArgs, progress: Callable[[str], None] | None = None) -> Path:
     """Run one training config end to end and write the model folder; returns its path."""
@@ -781,15 +813,14 @@ def train(args: TrainArgs, progress: Callable[[str], None] | None = None) -> Pat
         encoder.model = peft_model.merge_and_unload()
         encoder.model.eval()
         adapter = "adapter"
-        with torch.inference_mode():
-            dev_split.emb = encoder.embed(dev_split.texts)
+        dev_split.emb = _embed_split(encoder, dev_split, args.context_tokens)
     cfg = ModelConfig(encoder=args.encoder,
                       adapter=adapter, max_length=args.max_length, hidden=args.hidden,
-                      dropout=args.dropout, dim=encoder.dim, ensemble=int(args.ensemble))
+                      dropout=args.dropout, dim=encoder.dim, ensemble=int(args.ensemble),
+                      context_tokens=int(args.context_tokens))
     clf = Classifier(encoder, heads, cfg)
     if args.mode != "heads" and args.tune_fraction:
-        with torch.inference_mode():
-            select.emb = encoder.embed(select.texts)
+        select.emb = _embed_split(encoder, select, args.context_tokens)
     _calibrate(clf, select, args, fit_info, say)
     targs = args.to_dict()
     cfg.training = {"args": targs, "sources": used, "fit": {k: v for k, v in fit_info.items() if k != "history"},

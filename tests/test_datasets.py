@@ -74,6 +74,39 @@ def test_meld_emorynlp_dailydialog(schema: ds.LabelSchema) -> None:
 
 
 @needs_data
+def test_dialogue_rows_carry_the_previous_turn(schema: ds.LabelSchema) -> None:
+    """Context is the turn just before, in the same dialogue; a dialogue's first turn has none."""
+    meld = [r for r in ds.load_source("meld", TEXT, schema) if r.split == "train"]
+    assert meld[0].context == "" and meld[1].context == meld[0].text
+    starts = [i for i in range(1, len(meld)) if meld[i].context == ""]
+    assert 1037 <= len(starts) < 1200   # 1,038 dialogues; a gap in the numbering also starts afresh
+    dd = [r for r in ds.load_source("dailydialog", TEXT, schema) if r.split == "train"]
+    assert dd[0].context == "" and dd[1].context == dd[0].text and dd[2].context == dd[1].text
+    firsts = sum(1 for r in dd if r.context == "")
+    assert firsts == 11118                               # DailyDialog train's dialogues
+    emory = ds.load_source("emorynlp", TEXT, schema)
+    assert emory[1].context == emory[0].text
+    # derived rows keep their origin's context; sets without dialogue order have none
+    hard = ds.load_source("hard_negatives", TEXT, schema)
+    assert any(r.context for r in hard)
+    assert not any(r.context for r in ds.load_source("olid", TEXT, schema))
+
+
+def test_generic_context_column(tmp_path: Path) -> None:
+    f = tmp_path / "calls.csv"
+    f.write_text("prev,text,level\n\"how can i help\",\"my card was charged twice\",frustrated\n"
+                 ",hello,calm\n", encoding="utf-8")
+    spec = ds.SourceSpec.from_dict({"name": "calls", "path": str(f), "level_column": "level",
+                                    "context_column": "prev"})
+    rows = ds.load_source(spec)
+    assert [r.context for r in rows] == ["how can i help", ""]
+    spec = ds.SourceSpec.from_dict({"name": "calls", "path": str(f), "level_column": "level",
+                                    "context_column": "previous"})
+    with pytest.raises(DataError, match="missing column"):
+        ds.load_source(spec)
+
+
+@needs_data
 def test_olid_davidson_threatgram(schema: ds.LabelSchema) -> None:
     # Only labels are checked: these sets hold slurs and extremist text.
     olid = ds.load_source("olid", TEXT, schema)

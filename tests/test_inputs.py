@@ -709,6 +709,7 @@ def test_classify_reader_names_the_bad_line():
     assert '"text" must be a string' in first_two_then(b'{"text": {"a": 1}}')
     assert "input line 3" in first_two_then(b'{"text": "x", "v": NaN}')
     assert "input line 3: JSON nested too deeply" in first_two_then(b'{"text": "x", "v": ' + DEEP_JSON.encode() + b"}")
+    assert '"context" must be a string' in first_two_then(b'{"text": "x", "context": ["a"]}')
     # a BOM on the first line is dropped; a '{' line that is not JSON stays plain text
     got = [i["text"] for i in _read_inputs(io.BytesIO(b"\xef\xbb\xbfhello\n{not json\n"))]
     assert got == ["hello", "{not json"]

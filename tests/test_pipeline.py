@@ -411,3 +411,47 @@ def test_stopping_a_live_call_keeps_the_turn_being_spoken():
     assert time.monotonic() - t0 < 2.0 and summary.stopped
     said = [e.utterance.text for e in events if isinstance(e, ScoredUtterance)]
     assert said == ["i am still talking"] and isinstance(events[-1], CallEnd)
+
+
+class ContextRecorder(KeywordClassifier):
+    """A double of a model fine-tuned with the previous turn: records what it was given."""
+
+    uses_context = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str]] = []
+
+    def classify(self, texts, contexts=None):
+        self.seen += list(zip(texts, contexts or [""] * len(texts)))
+        return super().classify(texts)
+
+
+def _said(speaker, start, text, conf=0.9):
+    ws = text.split()
+    return Utterance(speaker, start, start + len(ws) * 0.4, text,
+                     tuple(Word(w, start + i * 0.4, start + (i + 1) * 0.4, conf) for i, w in enumerate(ws)), conf)
+
+
+def test_scorer_gives_a_context_model_the_turn_before() -> None:
+    clf = ContextRecorder()
+    scorer = Scorer(clf, min_word_conf=0.5, min_content=2)
+    first = scorer.score([_said(Speaker.CUSTOMER, 0.0, "my card was charged twice")])
+    batch = scorer.score([_said(Speaker.AGENT, 3.0, "let me check that for you"),
+                          _said(Speaker.CUSTOMER, 6.0, "this is still not fixed again"),
+                          _said(Speaker.AGENT, 9.0, "mumble mumble", conf=0.1),   # nothing heard confidently
+                          _said(Speaker.CUSTOMER, 11.0, "why does this keep happening")])
+    assert clf.seen == [("my card was charged twice", ""),
+                        ("this is still not fixed again", "let me check that for you"),
+                        ("why does this keep happening", "this is still not fixed again")]
+    assert first[0][0].scores is not None and batch[1][0].scores.level.label == "frustrated"
+    assert batch[0][0].scores is None and batch[0][1] is not None   # agent turns: embedded, never scored
+
+
+def test_scorer_without_context_scores_the_shared_embedding() -> None:
+    clf = ContextRecorder()
+    clf.uses_context = False
+    out = Scorer(clf).score([_said(Speaker.AGENT, 0.0, "how can i help"),
+                             _said(Speaker.CUSTOMER, 2.0, "this is ridiculous")])
+    assert clf.seen == [("this is ridiculous", "")]        # via classify_embeddings, no context
+    assert out[1][0].scores.level.label == "angry"

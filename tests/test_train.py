@@ -163,6 +163,63 @@ def test_lora_smoke(tmp_path: Path) -> None:
     assert not np.allclose(ours, bare, atol=1e-6)
 
 
+def test_lora_with_dialogue_context(tmp_path: Path) -> None:
+    """context_tokens: the fine-tuned model reads the previous turn; a lone utterance reads
+    exactly as with an empty context, and the rule is stored with the model."""
+    pytest.importorskip("peft", reason="peft (the research extra) is not installed: pip install -e '.[test]'")
+    f = tmp_path / "calls.csv"
+    turns = [("i asked you twice already", "why is it not fixed", "angry", "negative"),
+             ("how can i help", "my card was charged twice", "frustrated", "negative"),
+             ("", "thanks so much", "calm", "positive"),
+             ("you are useless", "shut up you idiot", "abusive", "negative"),
+             ("sorry about that", "okay", "calm", "neutral")] * 6
+    f.write_text("prev,text,level,sentiment\n" + "\n".join(f'"{p}","{t}",{lv},{s}' for p, t, lv, s in turns) + "\n",
+                 encoding="utf-8")
+    source = {"name": "calls", "path": str(f), "format": "csv", "level_column": "level", "sentiment_column": "sentiment",
+              "context_column": "prev", "dev_fraction": 0.3, "licence": "test", "commercial_ok": True}
+    args = _args(tmp_path, sources=[source], mode="lora", lora_max_train=20, encoder_epochs=1, epochs=3,
+                 batch_size=8, context_tokens=16)
+    out = train(args)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["context_tokens"] == 16 and cfg["training"]["fit"]["lora"]["rows_with_context"] > 0
+    clf = open_model(out)
+    assert clf.uses_context
+    alone, empty, ctx = (clf.classify(["okay"], contexts=c)[0] for c in (None, [""], ["you are useless"]))
+    assert alone.escalation == empty.escalation
+    assert ctx.escalation != alone.escalation                       # the previous turn is read
+    with pytest.raises(ValueError, match="2 contexts for 1 texts"):
+        clf.classify(["okay"], contexts=["a", "b"])
+    # `coach classify` passes a JSON line's "context" through
+    import io
+    from coach.cli.research import _emit
+    from coach.text import normalize_speech
+    buf = io.StringIO()
+    _emit(clf, [{"text": "okay", "context": "you are useless"}, {"text": "okay"}], 8, buf, normalize_speech)
+    got = [json.loads(line)["escalation"] for line in buf.getvalue().splitlines()]
+    assert got == [{k: round(v, 4) for k, v in s.escalation.items()} for s in (ctx, alone)]
+    with pytest.raises(ConfigError, match="context_tokens needs a fine-tuned encoder"):
+        TrainArgs.from_dict({"context_tokens": 16})                 # mode heads: the encoder never learnt it
+
+
+def test_pair_batch_pools_only_the_utterance() -> None:
+    from coach.classifier import Encoder, pair_batch
+
+    enc = Encoder(None)
+    texts = ["my card was charged twice", "okay"]
+    plain = enc.tokenizer(texts, padding=True, return_tensors="pt")
+    b = pair_batch(enc.tokenizer, texts, ["", ""], 8, 128)
+    assert torch.equal(b["input_ids"], plain["input_ids"]) and torch.equal(b["pool_mask"], plain["attention_mask"])
+    assert np.allclose(enc.embed(texts, contexts=["", ""], context_tokens=8), enc.embed(texts), atol=1e-6)
+    long_turn = " ".join(["word"] * 50) + " and then you hung up on me"
+    b = pair_batch(enc.tokenizer, ["okay"], [long_turn], 8, 128)
+    ids = b["input_ids"][0].tolist()
+    sep = ids.index(enc.tokenizer.sep_token_id)
+    assert sep == 9                                          # [CLS] + the turn's last 8 tokens
+    assert enc.tokenizer.decode(ids[1:sep]).endswith("hung up on me")
+    assert b["pool_mask"][0].tolist() == [0] * (sep + 1) + [1] * (len(ids) - sep - 1)
+    assert b["token_type_ids"][0].tolist() == b["pool_mask"][0].tolist()
+
+
 def test_tune_split_thresholds_and_ensemble(tmp_path: Path) -> None:
     from coach.train import carve_tune, load_data
 

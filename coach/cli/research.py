@@ -254,6 +254,9 @@ def _read_inputs(stream: IO[Any]) -> Iterator[dict[str, Any]]:
                     raise DataError(f"input line {n}: \"text\" must be a string, not a JSON "
                                     f"{'object' if isinstance(text, dict) else 'list'}", "put the utterance in \"text\"")
                 obj["text"] = "" if text is None else str(text)
+                if obj.get("context") is not None and not isinstance(obj["context"], str):
+                    raise DataError(f"input line {n}: \"context\" must be a string (the previous turn)",
+                                    "put the turn before the utterance in \"context\", or leave it out")
                 yield obj
                 continue
         yield {"text": line}
@@ -337,7 +340,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def _emit(clf: Any, items: list[dict[str, Any]], batch_size: int, out: IO[str], norm: Any) -> None:
     """One JSON line per input, in order. Blank lines get ``level: null`` (nothing to score)."""
     scored = [i for i, it in enumerate(items) if norm(it["text"])]
-    results = clf.classify([items[i]["text"] for i in scored], batch_size=batch_size) if scored else []
+    contexts = [items[i].get("context") or "" for i in scored]
+    results = clf.classify([items[i]["text"] for i in scored], batch_size=batch_size,
+                           contexts=contexts if any(contexts) else None) if scored else []
     by_index = dict(zip(scored, results))
     lines = []
     for i, it in enumerate(items):
@@ -426,7 +431,9 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("classify", help="score text lines or JSON lines, one JSON line out per line in",
-                              description="Input: plain text lines or JSON lines with \"text\". Output, in order: "
+                              description="Input: plain text lines or JSON lines with \"text\" (and optionally "
+                                          "\"context\", the previous turn, read by a model trained with "
+                                          "context_tokens). Output, in order: "
                                           "{text, level, escalation, sentiment}; blank lines get level null. "
                                           "Results are written batch by batch; a bad line stops with an error "
                                           "naming it, after every line before it was written.")
