@@ -268,6 +268,8 @@ def test_vosk_on_the_wrong_language_is_low_although_raw_conf_is_high():
             cal += [w.conf for u in cal_utts for w in u.words]
             bands.append(band_of(_highband_ratio(a, 16000)))
     assert bands.count("wide") == len(files) and bands.count("narrow") == len(files)
-    assert len(raw) >= 15 and len(raw) == len(cal)
+    # Both recognizers heard the same audio; Vosk does not always return the same number
+    # of words for it (a clean-clone CI run got 42 raw against 43 calibrated words).
+    assert len(raw) >= 15 and abs(len(raw) - len(cal)) <= max(2, len(raw) // 10), (len(raw), len(cal))
     assert np.mean(raw) > 0.6 and np.mean(np.asarray(raw) >= 0.5) > 0.6
     assert np.mean(np.asarray(cal) < 0.5) >= 0.9
