@@ -105,33 +105,23 @@ class Scorer:
         texts = [(trusted_text(u, self.min_word_conf, self.min_content) or "") if u.speaker is Speaker.CUSTOMER
                  else confident_text(u, self.min_word_conf) for u in utts]
         keep = [i for i, t in enumerate(texts) if t.strip()]
+        cust = [i for i in keep if utts[i].speaker is Speaker.CUSTOMER]
         emb: dict[int, np.ndarray] = {}
         scores: dict[int, Scores] = {}
         if keep:
             vecs = self.clf.embed([texts[i] for i in keep])
             emb = {i: vecs[k] for k, i in enumerate(keep)}
-            cust = [i for i in keep if utts[i].speaker is Speaker.CUSTOMER]
-            if cust and getattr(self.clf, "uses_context", False):
-                before = self._before(utts)
+        if getattr(self.clf, "uses_context", False):
+            before = []  # the turn before each utterance: the batch continues the call
+            for u in utts:
+                before.append(self.previous)
+                self.previous = confident_text(u, self.min_word_conf).strip() or self.previous
+            if cust:
                 scores = dict(zip(cust, self.clf.classify([texts[i] for i in cust],
                                                           contexts=[before[i] for i in cust])))
-            elif cust:  # one encoder pass per utterance: the embedding serves both jobs
-                scores = dict(zip(cust, self.clf.classify_embeddings(np.stack([emb[i] for i in cust]))))
-        for u in utts:
-            said = confident_text(u, self.min_word_conf).strip()
-            if said:
-                self.previous = said
+        elif cust:  # one encoder pass per utterance: the embedding serves both jobs
+            scores = dict(zip(cust, self.clf.classify_embeddings(np.stack([emb[i] for i in cust]))))
         return [(ScoredUtterance(u, scores.get(i)), emb.get(i)) for i, u in enumerate(utts)]
-
-    def _before(self, utts: Sequence[Utterance]) -> list[str]:
-        """The turn before each of ``utts`` (the batch continues the call)."""
-        out, prev = [], self.previous
-        for u in utts:
-            out.append(prev)
-            said = confident_text(u, self.min_word_conf).strip()
-            if said:
-                prev = said
-        return out
 
 
 class CoachCore:
