@@ -113,9 +113,10 @@ class Scorer:
             emb = {i: vecs[k] for k, i in enumerate(keep)}
         if getattr(self.clf, "uses_context", False):
             before = []  # the turn before each utterance: the batch continues the call
-            for u in utts:
+            for i, u in enumerate(utts):
                 before.append(self.previous)
-                self.previous = confident_text(u, self.min_word_conf).strip() or self.previous
+                said = confident_text(u, self.min_word_conf) if u.speaker is Speaker.CUSTOMER else texts[i]
+                self.previous = said.strip() or self.previous
             if cust:
                 scores = dict(zip(cust, self.clf.classify([texts[i] for i in cust],
                                                           contexts=[before[i] for i in cust])))
