@@ -461,6 +461,39 @@ def _hard_negatives(root: Path, schema: LabelSchema, frac: float) -> Iterator[Ex
                           f"{r.licence} (from {origin})", r.commercial_ok, f"{r.ref} [{kind}]", None, r.context)
 
 
+CONFUSABLE_LIST = "configs/train/confusable_calm.txt"  # package data
+
+
+def confusable_key(ref: str, root: Path) -> str:
+    """A row's ``file:line`` relative to the data root: stable across machines."""
+    prefix = str(root).rstrip("/") + "/"
+    return ref[len(prefix):] if ref.startswith(prefix) else ref
+
+
+def _confusable(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example]:
+    """Calm dialogue turns the model read as upset: mined hard negatives.
+
+    ``scripts/mine_negatives.py`` scores a sample of the TRAINING turns that MELD,
+    EmoryNLP or DailyDialog call calm with a model and lists (by ``file:line``, never the
+    text) those it gives 0.5 <= P(frustrated or worse) < 0.95: "what seems to be the
+    problem?", "I have a horrible toothache". Topic is not temper; these rows teach that.
+    Each keeps its origin's label, previous turn, licence and commercial flag.
+    """
+    from . import resources
+    listed = resources.packaged(CONFUSABLE_LIST)
+    try:
+        text = listed.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"cannot read the confusable-turn list {listed}: {e.strerror or e}",
+                        "reinstall coach, or run scripts/mine_negatives.py to rebuild it") from None
+    keys = {ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")}
+    for origin in ("meld", "emorynlp", "dailydialog"):
+        for r in BUILTIN[origin](root, schema, frac):
+            if r.split == "train" and r.levels == ("calm",) and confusable_key(r.ref, root) in keys:
+                yield Example(r.text, r.levels, r.sentiment, "confusable", "train",
+                              f"{r.licence} (from {origin})", r.commercial_ok, r.ref, None, r.context)
+
+
 BUILTIN: dict[str, Loader] = {
     "goemotions": _goemotions,
     "tweeteval_emotion": _tweeteval("emotion"),
@@ -474,6 +507,7 @@ BUILTIN: dict[str, Loader] = {
     "davidson": _davidson,
     "threatgram": _threatgram,
     "hard_negatives": _hard_negatives,
+    "confusable": _confusable,
 }
 
 

@@ -312,8 +312,10 @@ def load_data(args: TrainArgs) -> tuple[DataSplit, DataSplit, dict[str, Any]]:
         train += tr
         dev += dv
         used[spec.name] = {
-            "licence": rows[0].licence if rows else spec.licence,
-            "commercial_ok": bool(rows and rows[0].commercial_ok),
+            # a derived set (hard negatives) mixes its rows' origins: name every licence
+            # it used, and call it commercial only if every row it used is
+            "licence": "; ".join(sorted({r.licence for r in tr + dv})) or (rows[0].licence if rows else spec.licence),
+            "commercial_ok": bool(rows) and all(r.commercial_ok for r in (tr + dv or rows)),
             "train_rows": len(tr), "dev_rows": len(dv), "role": ("train only" if spec.train_only else "train+dev") if for_train else "dev only",
         }
         log.info("%s: %d train, %d dev rows", spec.name, len(tr), len(dv))

@@ -260,3 +260,65 @@ def test_noncommercial_rows_of_a_derived_source_are_left_out(tmp_path: Path) -> 
     train, _, used = load_data(args)
     assert train.rows and all(r.commercial_ok for r in train.rows)
     assert not any("(from dailydialog)" in r.licence for r in train.rows)
+
+
+@needs_data
+def test_confusable_turns_are_the_listed_calm_training_turns(schema: ds.LabelSchema) -> None:
+    """Every key of the shipped list resolves to a calm TRAINING turn, with its previous turn."""
+    from coach import resources
+
+    listed = {ln for ln in resources.packaged(ds.CONFUSABLE_LIST).read_text(encoding="utf-8").splitlines()
+              if ln.strip() and not ln.startswith("#")}
+    rows = ds.load_source("confusable", TEXT, schema)
+    assert len(listed) >= 1000
+    assert {ds.confusable_key(r.ref, TEXT) for r in rows} == listed      # none lost to a changed file
+    assert len(rows) == len(listed)
+    assert all(r.split == "train" and r.levels == ("calm",) and r.source == "confusable" for r in rows)
+    assert sum(bool(r.context) for r in rows) > len(rows) // 2          # dialogue turns keep the turn before
+    dd = [r for r in rows if "(from dailydialog)" in r.licence]
+    assert dd and not any(r.commercial_ok for r in dd)
+
+
+def test_a_missing_confusable_list_is_one_clear_error(schema: ds.LabelSchema, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ds, "CONFUSABLE_LIST", "configs/train/no_such_list.txt")
+    with pytest.raises(DataError) as e:
+        ds.load_source("confusable", TEXT, schema)
+    assert "no_such_list.txt" in str(e.value) and "\n" not in str(e.value)
+
+
+@needs_data
+def test_the_miner_lists_calm_training_turns_in_its_band(schema: ds.LabelSchema, tmp_path: Path) -> None:
+    """scripts/mine_negatives.py on a small sample: only calm training turns whose
+    P(frustrated or worse) lies in [min-p, max-p), as the model scores them again."""
+    import importlib.util
+
+    from coach.classifier import load_classifier
+
+    spec = importlib.util.spec_from_file_location("mine_negatives", Path(__file__).resolve().parents[1]
+                                                  / "scripts" / "mine_negatives.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "list.txt"
+    assert mod.main(["--model", "escalation-minilm-heads", "--sample", "0.02", "--min-p", "0.3", "--max-p", "0.9",
+                     "--data", str(TEXT), "--out", str(out)]) == 0
+    keys = [ln for ln in out.read_text(encoding="utf-8").splitlines() if not ln.startswith("#")]
+    assert keys == sorted(keys) and len(keys) > 10
+    calm = {ds.confusable_key(r.ref, TEXT): r for n in ("meld", "emorynlp", "dailydialog")
+            for r in ds.load_source(n, TEXT, schema) if r.split == "train" and r.levels == ("calm",)}
+    assert set(keys) <= set(calm)
+    esc, _ = load_classifier("escalation-minilm-heads").predict_proba([calm[k].text for k in keys])
+    upset = esc[:, 1:].sum(axis=1)
+    assert ((upset >= 0.3 - 1e-6) & (upset < 0.9 + 1e-6)).all()
+
+
+@needs_data
+def test_a_derived_source_reports_every_origin_licence(tmp_path: Path) -> None:
+    """The card's data table must not call hard negatives commercial because the first
+    row came from MELD: DailyDialog's rows are in there too."""
+    from coach.train import TrainArgs, load_data
+
+    args = TrainArgs(sources=[{"name": "hard_negatives", "max_train": 0}], max_per_source=0, cache_dir=str(tmp_path))
+    _, _, used = load_data(args)
+    u = used["hard_negatives"]
+    assert u["commercial_ok"] is False
+    assert "(from dailydialog)" in u["licence"] and "(from meld)" in u["licence"]
