@@ -19,6 +19,7 @@ Hugging Face id (already in the local cache, nothing is downloaded) also works.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -203,6 +204,20 @@ class Encoder:
         self.model = model
         self.dim = int(model.config.hidden_size)
         self._lock = threading.Lock()
+
+    def with_adapter(self, adapter: str | Path) -> "Encoder":
+        """A second encoder: a copy of this one with a LoRA adapter merged in.
+
+        This one stays the plain sentence encoder, so a fine-tuned model can keep its
+        paraphrase check on the embedding space the encoder was trained for (one load
+        from disk, twice the encoder's memory).
+        """
+        twin = copy.copy(self)
+        twin.model = copy.deepcopy(self.model)
+        merge_lora(twin.model, adapter)
+        twin.model.eval()
+        twin._lock = threading.Lock()
+        return twin
 
     def tokenize(self, texts: Sequence[str], contexts: Sequence[str] | None = None,
                  context_tokens: int = 0, max_length: int | None = None) -> Mapping[str, torch.Tensor]:
@@ -481,16 +496,26 @@ class ModelConfig:
 class Classifier:
     """Encoder + calibrated heads. ``classify`` normalises text itself."""
 
-    def __init__(self, encoder: Encoder, heads: nn.Module, config: ModelConfig, path: Path | None = None) -> None:
+    def __init__(self, encoder: Encoder, heads: nn.Module, config: ModelConfig, path: Path | None = None,
+                 plain_encoder: Encoder | None = None) -> None:
         self.encoder = encoder
+        # Similarity needs the encoder's own sentence space: fine-tuning for escalation
+        # moves it (a retrain cut an agent's paraphrase from 0.53 to 0.44 similarity).
+        self.plain_encoder = plain_encoder if plain_encoder is not None else encoder
         self.heads = heads.eval()
         self.config = config
         self.path = path
 
     # -- embeddings -------------------------------------------------------------------
+    @property
+    def scores_embeddings(self) -> bool:
+        """Whether :meth:`embed`'s vectors are what the heads read (one pass serves both)."""
+        return self.plain_encoder is self.encoder and not self.uses_context
+
     def embed(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        """Unit-length embeddings of the normalised texts; cosine similarity = dot product."""
-        return self.encoder.embed([normalize_speech(t) for t in texts], batch_size=batch_size)
+        """Unit-length sentence embeddings of the normalised texts (paraphrase check);
+        cosine similarity = dot product. From the plain encoder, not the fine-tuned one."""
+        return self.plain_encoder.embed([normalize_speech(t) for t in texts], batch_size=batch_size)
 
     def similarity(self, a: str, b: str) -> float:
         """Cosine similarity of two utterances (paraphrase check), in -1..1."""
@@ -556,9 +581,12 @@ class Classifier:
 
     def classify_embeddings(self, emb: np.ndarray) -> list[Scores]:
         """Scores for texts already embedded with :meth:`embed`: the coach embeds every
-        utterance once (for paraphrase similarity) and reuses it here."""
+        utterance once (for paraphrase similarity) and reuses it here. Only valid when
+        :attr:`scores_embeddings`; otherwise use :meth:`classify`."""
         if len(emb) == 0:
             return []
+        if not self.scores_embeddings:
+            raise ValueError("this model scores with a fine-tuned encoder: use classify(texts)")
         return self._scores(*self.predict_embeddings(emb))
 
     def _scores(self, esc: np.ndarray, sen: np.ndarray) -> list[Scores]:
@@ -674,9 +702,11 @@ def open_model(path: str | Path, encoder: Encoder | None = None) -> Classifier:
         if not (adapter / "adapter_config.json").is_file():
             raise ModelError(f"model folder {path} names LoRA adapter {cfg.adapter!r} but {adapter}/adapter_config.json is missing", TRAIN_FIX)
     heads = _read_heads(path, cfg)  # before the encoder: a bad heads file fails in milliseconds
-    if encoder is None or adapter is not None:
-        encoder = Encoder(cfg.encoder, max_length=cfg.max_length, adapter=adapter)
-    return Classifier(encoder, heads, cfg, path=path)
+    if encoder is None:
+        encoder = Encoder(cfg.encoder, max_length=cfg.max_length)
+    if adapter is None:
+        return Classifier(encoder, heads, cfg, path=path)
+    return Classifier(encoder.with_adapter(adapter), heads, cfg, path=path, plain_encoder=encoder)
 
 
 @functools.lru_cache(maxsize=4)

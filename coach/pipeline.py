@@ -90,8 +90,9 @@ class Scorer:
 
     A classifier that ``uses_context`` (fine-tuned with the previous turn) reads each
     customer turn after the confidently heard words of the turn before it, whoever
-    spoke it: a second encoder pass for customer turns only (the plain embedding still
-    serves the paraphrase check).
+    spoke it: a second encoder pass for customer turns only. The paraphrase check
+    always uses the plain sentence embedding (``embed``), which for a fine-tuned model
+    comes from the encoder before fine-tuning.
     """
 
     def __init__(self, classifier: TextClassifier, min_word_conf: float = 0.3, min_content: int = 2) -> None:
@@ -120,8 +121,10 @@ class Scorer:
             if cust:
                 scores = dict(zip(cust, self.clf.classify([texts[i] for i in cust],
                                                           contexts=[before[i] for i in cust])))
-        elif cust:  # one encoder pass per utterance: the embedding serves both jobs
+        elif cust and getattr(self.clf, "scores_embeddings", True):  # one pass serves both jobs
             scores = dict(zip(cust, self.clf.classify_embeddings(np.stack([emb[i] for i in cust]))))
+        elif cust:  # fine-tuned without context: the plain embedding is for similarity only
+            scores = dict(zip(cust, self.clf.classify([texts[i] for i in cust])))
         return [(ScoredUtterance(u, scores.get(i)), emb.get(i)) for i, u in enumerate(utts)]
 
 

@@ -357,6 +357,9 @@ class PlaybookConfig:
     min_word_conf: float = 0.3  # words below this are dropped before classification
     min_content_words: int = 2  # a customer turn is classified only with this many confident content words
     vent_levels: Level = Level.FRUSTRATED  # customer utterances at least this upset count as venting
+    # Negative customer turns below vent_levels this recent also make up the complaint
+    # the agent should restate: callers often state the problem calmly, then get angry.
+    complaint_lookback_s: float = 60.0
     source: str = ""
 
 
@@ -364,7 +367,7 @@ _RULE_KEYS = {"id", "text", "priority", "severity", "cooldown_s", "max_open_s", 
               "max_per_call"}
 _TOP_KEYS = {"version", "defaults", "phrases", "prompts", "trajectory"}
 _DEFAULT_KEYS = {"cooldown_s", "max_open_s", "max_open", "severe_min_confidence", "min_word_conf", "vent_level",
-                 "min_content_words"}
+                 "min_content_words", "complaint_lookback_s"}
 
 
 MAX_BYTES = 1 * safeio.MB  # the shipped playbook is 9 KB
@@ -397,6 +400,7 @@ _DEFAULT_RANGES: dict[str, dict[str, Any]] = {
     "severe_min_confidence": _PROB,
     "min_word_conf": _PROB,
     "min_content_words": {"lo": 0, "hi": 50, "integer": True},
+    "complaint_lookback_s": _NONNEG,
 }
 _RULE_RANGES: dict[str, dict[str, Any]] = {
     "priority": {"lo": 0, "hi": 1000, "integer": True},
@@ -517,6 +521,7 @@ def _parse(raw: Any, source: str) -> PlaybookConfig:
         min_word_conf=dflt.get("min_word_conf", 0.3),
         min_content_words=int(dflt.get("min_content_words", 2)),
         vent_levels=_level(defaults.get("vent_level", "frustrated")),
+        complaint_lookback_s=dflt.get("complaint_lookback_s", 60.0),
         source=source,
     )
 
@@ -558,6 +563,7 @@ class Playbook:
         self.closed_at: dict[str, float] = {}
         self.count: dict[str, int] = {}
         self._vent_emb: list[np.ndarray | None] = []  # embeddings of ctx.vent, same order
+        self._stated: list[tuple[float, np.ndarray]] = []  # (end, embedding) of calmer negative turns
 
     # -- inputs
 
@@ -600,7 +606,7 @@ class Playbook:
                 ctx.paraphrase_score = self._similarity(embedding)
                 if ctx.paraphrase_score >= self._paraphrase_threshold():
                     ctx.paraphrased_at = u.end
-                    ctx.vent, self._vent_emb = [], []
+                    ctx.vent, self._vent_emb, self._stated = [], [], []
         else:
             ctx.current_phrases = frozenset()
             ctx.last_customer = item
@@ -610,6 +616,8 @@ class Playbook:
                 if item.scores.level >= self.cfg.vent_levels:
                     ctx.vent.append(item)
                     self._vent_emb.append(embedding)
+                elif embedding is not None and max(item.scores.sentiment, key=item.scores.sentiment.get) == "negative":
+                    self._stated.append((u.end, embedding))
                 if ctx.boundary_at is not None and item.scores.level >= Level.ABUSIVE:
                     ctx.abusive_since_boundary += 1
         return self._evaluate(u.end)
@@ -649,7 +657,9 @@ class Playbook:
     # -- internals
 
     def _similarity(self, emb: np.ndarray) -> float:
-        vecs = [e for e in self._vent_emb if e is not None]
+        recent = self.ctx.now - self.cfg.complaint_lookback_s
+        self._stated = [(t, e) for t, e in self._stated if t >= recent]
+        vecs = [e for e in self._vent_emb if e is not None] + [e for _, e in self._stated]
         if not vecs:
             return 0.0
         complaint = np.mean(np.stack(vecs), axis=0)

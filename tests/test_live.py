@@ -149,7 +149,7 @@ def test_live_call_shows_the_prompt_on_the_overlay_and_ends_cleanly(pulse, tmp_p
     finally:
         live.kill()
     assert live.proc.returncode == 130, live.lines
-    assert took < 2.0, f"Ctrl-C took {took:.2f} s"
+    assert took < 3.0, f"Ctrl-C took {took:.2f} s"  # bus drain 1.5 s + device 0.5 s, plus exit under load
     assert not outside, f"the page loaded outside resources: {outside}"
     evs = _events(events)
     assert evs[-1]["type"] == "call_end"

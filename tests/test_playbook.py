@@ -1,11 +1,13 @@
 """Playbook: validation of the YAML, and prompts opened/closed for pushed frames."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from coach.classifier import load_classifier
 from coach.errors import ConfigError
-from coach.events import Speaker, Utterance, Voice, Word
+from coach.events import Scores, Speaker, Utterance, Voice, Word
 from coach.pipeline import CoachCore, Scorer
 from coach import resources
 from coach.playbook import load_playbook, normalize_for_phrases, _phrase_pattern
@@ -19,12 +21,12 @@ def shipped_classifier():
     return load_classifier()
 
 
-def run(segments, min_word_conf=0.3, classifier=None):
+def run(segments, min_word_conf=0.3, classifier=None, cfg=None):
     """Push (speaker, start, end, text[, conf[, arousal]]) frames through scoring + coach core.
 
     Scored by the keyword double unless ``classifier`` (e.g. the shipped one) is given.
     """
-    cfg = load_playbook()
+    cfg = cfg or load_playbook()
     core = CoachCore(cfg)
     scorer = Scorer(classifier if classifier is not None else KeywordClassifier(), min_word_conf)
     events = []
@@ -94,6 +96,33 @@ def test_paraphrase_opens_after_venting_and_closes_on_real_restatement_only():
     assert "paraphrase" in ids(opened)
     close = next(c for c in closed if c.prompt == "paraphrase")
     assert close.reason == "agent_paraphrases" and close.t == 22
+
+
+class StatedCalmly(KeywordClassifier):
+    """The keyword double, except that a turn about a missing parcel is calm but negative."""
+
+    def classify(self, texts):
+        return [Scores(s.escalation, {"negative": 0.7, "neutral": 0.2, "positive": 0.1}) if "missing" in t else s
+                for s, t in zip(super().classify(texts), texts)]
+
+
+def test_paraphrase_of_a_problem_stated_calmly_before_the_anger_closes_the_prompt():
+    """The complaint to restate includes the customer's recent negative turns below the
+    venting level: callers often explain the problem calmly, then lose their temper."""
+    segments = [
+        ("customer", 0, 6, "my parcel went missing and nobody answered my emails"),  # calm, negative
+        ("customer", 7, 14, "this is ridiculous and unacceptable i am furious"),     # the venting
+        ("agent", 15, 17, "okay let me check the weather forecast"),
+        ("agent", 18, 22, "so your parcel went missing and nobody answered your emails"),
+    ]
+    opened, closed = run(segments, classifier=StatedCalmly())
+    assert "paraphrase" in ids(opened)
+    close = next(c for c in closed if c.prompt == "paraphrase")
+    assert close.reason == "agent_paraphrases" and close.t == 22
+    # with no look-back only the venting turn counts, and the restatement does not match it
+    _, closed = run(segments, classifier=StatedCalmly(),
+                    cfg=dataclasses.replace(load_playbook(), complaint_lookback_s=0.0))
+    assert next(c for c in closed if c.prompt == "paraphrase").reason == "call ended"
 
 
 @pytest.mark.parametrize("restatement", [

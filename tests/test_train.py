@@ -161,6 +161,13 @@ def test_lora_smoke(tmp_path: Path) -> None:
     ours = clf.encoder.embed(texts)
     assert np.allclose(ours, ref.embed(texts), atol=1e-5)
     assert not np.allclose(ours, bare, atol=1e-6)
+    # the paraphrase check keeps the bare encoder's sentence space, so the live scorer
+    # cannot reuse that embedding for scoring: it classifies with the merged encoder
+    assert np.allclose(clf.embed(texts), bare, atol=1e-6) and not clf.scores_embeddings
+    from coach.events import Speaker, Utterance
+    from coach.pipeline import Scorer
+    [(item, emb)] = Scorer(clf).score([Utterance(Speaker.CUSTOMER, 0.0, 2.0, texts[0])])
+    assert item.scores.escalation == pytest.approx(s.escalation) and np.allclose(emb, bare[0], atol=1e-6)
 
 
 def test_lora_with_dialogue_context(tmp_path: Path) -> None:
