@@ -216,7 +216,7 @@ class Encoder:
         twin.model = copy.deepcopy(self.model)
         merge_lora(twin.model, adapter)
         twin.model.eval()
-        twin._lock = threading.Lock()
+        twin._lock = self._lock  # the fast tokenizer is shared, and is not thread-safe
         return twin
 
     def tokenize(self, texts: Sequence[str], contexts: Sequence[str] | None = None,
@@ -674,7 +674,8 @@ def _read_heads(path: Path, cfg: ModelConfig) -> nn.Module:
 
 
 def open_model(path: str | Path, encoder: Encoder | None = None) -> Classifier:
-    """Load a model folder (no caching; see :func:`load_classifier`).
+    """Load a model folder (no caching; see :func:`load_classifier`). ``encoder``: a plain
+    (unmerged) encoder to reuse; a model's adapter is merged into a copy of it.
 
     Every problem with the folder (missing, a file, no or unreadable ``config.json``,
     JSON that is invalid, too deep or of another format, heads that are not

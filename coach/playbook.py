@@ -553,6 +553,9 @@ class _Open:
     since: float
 
 
+MAX_STATED = 20  # calmer negative turns kept for the complaint (a bound, not a tuning knob)
+
+
 class Playbook:
     """Runs a :class:`PlaybookConfig` over one call. Feed events in call order."""
 
@@ -617,6 +620,8 @@ class Playbook:
                     ctx.vent.append(item)
                     self._vent_emb.append(embedding)
                 elif embedding is not None and max(item.scores.sentiment, key=item.scores.sentiment.get) == "negative":
+                    cutoff = self._complaint_cutoff()
+                    self._stated = [(t, e) for t, e in self._stated if t >= cutoff][-MAX_STATED + 1:]
                     self._stated.append((u.end, embedding))
                 if ctx.boundary_at is not None and item.scores.level >= Level.ABUSIVE:
                     ctx.abusive_since_boundary += 1
@@ -656,9 +661,15 @@ class Playbook:
 
     # -- internals
 
+    def _complaint_cutoff(self) -> float:
+        """Calmer negative turns that ended before this are not part of the complaint:
+        ``complaint_lookback_s`` before the venting began (before now if it has not)."""
+        start = self.ctx.vent[0].utterance.start if self.ctx.vent else self.ctx.now
+        return start - self.cfg.complaint_lookback_s
+
     def _similarity(self, emb: np.ndarray) -> float:
-        recent = self.ctx.now - self.cfg.complaint_lookback_s
-        self._stated = [(t, e) for t, e in self._stated if t >= recent]
+        cutoff = self._complaint_cutoff()
+        self._stated = [(t, e) for t, e in self._stated if t >= cutoff]
         vecs = [e for e in self._vent_emb if e is not None] + [e for _, e in self._stated]
         if not vecs:
             return 0.0

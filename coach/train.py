@@ -338,9 +338,13 @@ def subset(split: DataSplit, idx: Sequence[int] | np.ndarray) -> DataSplit:
 def carve_tune(split: DataSplit, fraction: float, keep_sources: Sequence[str] = ()) -> tuple[DataSplit, DataSplit]:
     """Split training rows into (fit, tune) by a salted text hash (not the dev hash).
 
-    Rows of ``keep_sources`` (e.g. the small hand-written seed set) always stay in fit.
+    Rows of ``keep_sources`` (the hand-written seed set, mined hard negatives) always
+    stay in fit, and so does any row with the same text as one of them (a mined
+    ``confusable`` turn is a copy of a dialogue turn, "okay" is in many sources): the
+    thresholds are never tuned on text the model was trained on.
     """
-    tune = np.array([r.source not in keep_sources and
+    kept = {t for r, t in zip(split.rows, split.texts) if r.source in keep_sources}
+    tune = np.array([r.source not in keep_sources and t not in kept and
                      int.from_bytes(hashlib.sha1(f"{TUNE_SALT}\0{t}".encode("utf-8")).digest()[:4], "big")
                      / 2**32 < fraction for r, t in zip(split.rows, split.texts)], dtype=bool)
     return subset(split, np.flatnonzero(~tune)), subset(split, np.flatnonzero(tune))
@@ -787,7 +791,7 @@ def train(args: TrainArgs, progress: Callable[[str], None] | None = None) -> Pat
         say(f"tuning split: {len(select.texts)} of the training rows (early stopping, temperatures, thresholds)")
         for name, u in used.items():
             u["tune_rows"] = sum(1 for r in select.rows if r.source == name)
-            u["train_rows"] -= u["tune_rows"]
+            u["train_rows"] = sum(1 for r in train_split.rows if r.source == name)
     if args.ensemble > 1:
         members, infos = [], []
         for k in range(args.ensemble):

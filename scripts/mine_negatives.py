@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     name = clf.path.name if clf.path is not None else str(args.model)
     header = (f"# Confusable calm turns (scripts/mine_negatives.py): {len(keys)} of {len(rows)} calm training\n"
               f"# turns (a {args.sample:g} sample) of MELD, EmoryNLP and DailyDialog with {args.min_p:g} <=\n"
-              f"# P(frustrated or worse) < {args.max_p:g} by the model {name}, highest first up to\n"
-              f"# {args.top}. file:line under the data root.\n")
+              f"# P(frustrated or worse) < {args.max_p:g} by the model {name}: the {args.top}\n"
+              f"# highest, listed in file:line order under the data root.\n")
     out = Path(args.out)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(header + "".join(k + "\n" for k in keys), encoding="utf-8")

@@ -123,6 +123,11 @@ def test_paraphrase_of_a_problem_stated_calmly_before_the_anger_closes_the_promp
     _, closed = run(segments, classifier=StatedCalmly(),
                     cfg=dataclasses.replace(load_playbook(), complaint_lookback_s=0.0))
     assert next(c for c in closed if c.prompt == "paraphrase").reason == "call ended"
+    # the look-back counts from the start of the venting, not from the agent's reply 64 s later
+    late = [segments[0], ("customer", 30, 37, segments[1][3]), ("agent", 70, 74, segments[3][3])]
+    _, closed = run(late, classifier=StatedCalmly())
+    close = next(c for c in closed if c.prompt == "paraphrase")
+    assert close.reason == "agent_paraphrases" and close.t == 74
 
 
 @pytest.mark.parametrize("restatement", [

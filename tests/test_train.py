@@ -228,13 +228,23 @@ def test_pair_batch_pools_only_the_utterance() -> None:
 
 
 def test_tune_split_thresholds_and_ensemble(tmp_path: Path) -> None:
-    from coach.train import carve_tune, load_data
+    from coach.train import DataSplit, carve_tune, load_data
 
     args = _args(tmp_path, tune_fraction=0.3, thresholds=True, ensemble=2, epochs=3, patience=3)
     tr, _, _ = load_data(args)
     fit, tune = carve_tune(tr, 0.3)
     assert len(fit.texts) + len(tune.texts) == len(tr.texts) and not set(fit.texts) & set(tune.texts)
     assert carve_tune(tr, 0.3)[1].texts == tune.texts                 # deterministic
+    # a train-only copy of a row (a mined hard negative) keeps its original out of tune:
+    # the thresholds are never tuned on text the model was trained on
+    import dataclasses
+    half = len(tr.rows) // 2
+    twin = DataSplit(tr.rows + [dataclasses.replace(r, source="copies") for r in tr.rows[:half]],
+                     tr.texts + tr.texts[:half], np.concatenate([tr.level_mask, tr.level_mask[:half]]),
+                     np.concatenate([tr.sentiment, tr.sentiment[:half]]))
+    fit2, tune2 = carve_tune(twin, 0.3, keep_sources=["copies"])
+    assert len(fit2.texts) == len(twin.texts) - len(tune2.texts) and not set(fit2.texts) & set(tune2.texts)
+    assert set(tune2.texts) == set(tune.texts) - set(tr.texts[:half]) and tune2.texts
     out = train(args)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["heads"]["ensemble"] == 2 and cfg["training"]["fit"]["selected_on"] == "tune"
