@@ -174,7 +174,6 @@ class Encoder:
         name_or_path: str | None = None,
         max_length: int = 128,
         batch_size: int = 64,
-        adapter: str | Path | None = None,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -198,8 +197,6 @@ class Encoder:
                 "pass a local model folder, or download the Hugging Face model once with network "
                 "access so that it is in the local cache",
             ) from exc
-        if adapter is not None:
-            merge_lora(model, adapter)
         model.eval()
         self.model = model
         self.dim = int(model.config.hidden_size)

@@ -620,9 +620,7 @@ class Playbook:
                     ctx.vent.append(item)
                     self._vent_emb.append(embedding)
                 elif embedding is not None and max(item.scores.sentiment, key=item.scores.sentiment.get) == "negative":
-                    cutoff = self._complaint_cutoff()
-                    self._stated = [(t, e) for t, e in self._stated if t >= cutoff][-MAX_STATED + 1:]
-                    self._stated.append((u.end, embedding))
+                    self._stated = [*self._recent_stated()[-MAX_STATED + 1:], (u.end, embedding)]
                 if ctx.boundary_at is not None and item.scores.level >= Level.ABUSIVE:
                     ctx.abusive_since_boundary += 1
         return self._evaluate(u.end)
@@ -661,15 +659,14 @@ class Playbook:
 
     # -- internals
 
-    def _complaint_cutoff(self) -> float:
-        """Calmer negative turns that ended before this are not part of the complaint:
+    def _recent_stated(self) -> list[tuple[float, np.ndarray]]:
+        """The calmer negative turns still part of the complaint: those that ended at most
         ``complaint_lookback_s`` before the venting began (before now if it has not)."""
         start = self.ctx.vent[0].utterance.start if self.ctx.vent else self.ctx.now
-        return start - self.cfg.complaint_lookback_s
+        return [(t, e) for t, e in self._stated if t >= start - self.cfg.complaint_lookback_s]
 
     def _similarity(self, emb: np.ndarray) -> float:
-        cutoff = self._complaint_cutoff()
-        self._stated = [(t, e) for t, e in self._stated if t >= cutoff]
+        self._stated = self._recent_stated()
         vecs = [e for e in self._vent_emb if e is not None] + [e for _, e in self._stated]
         if not vecs:
             return 0.0
