@@ -707,6 +707,21 @@ def open_model(path: str | Path, encoder: Encoder | None = None) -> Classifier:
     return Classifier(encoder.with_adapter(adapter), heads, cfg, path=path, plain_encoder=encoder)
 
 
+def read_model_config(name_or_path: str | os.PathLike | None = None) -> ModelConfig:
+    """A model folder's ``config.json`` alone (thresholds, levels), without loading any
+    weights: for checks that must stay fast, e.g. ``coach check-config``."""
+    from . import safeio
+
+    path = resolve_model_dir(name_or_path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise ModelError(f"model folder {path} has no config.json", TRAIN_FIX)
+    text = safeio.read_text(cfg_file, what="model config", max_bytes=MAX_CONFIG_BYTES, error_cls=ModelError,
+                            fix=TRAIN_FIX)
+    return ModelConfig.from_json(safeio.load_json(text, where=str(cfg_file), error_cls=ModelError, fix=TRAIN_FIX),
+                                 where=str(cfg_file))
+
+
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str) -> Classifier:
     threads = default_threads()
@@ -740,6 +755,6 @@ def resolve_model_dir(name_or_path: str | os.PathLike | None = None) -> Path:
 
 __all__ = [
     "Classifier", "DEFAULT_ENCODER", "DEFAULT_MODEL_NAME", "EMPTY_ESCALATION", "EMPTY_SENTIMENT",
-    "Encoder", "EnsembleHeads", "Heads", "ModelConfig", "decide_levels", "merge_lora", "PACKAGED_ENCODER", "load_classifier", "open_model",
+    "Encoder", "EnsembleHeads", "Heads", "ModelConfig", "decide_levels", "merge_lora", "PACKAGED_ENCODER", "load_classifier", "open_model", "read_model_config",
     "resolve_encoder", "resolve_model_dir", "encoder_id", "mean_pool",
 ]

@@ -410,6 +410,28 @@ _RULE_RANGES: dict[str, dict[str, Any]] = {
 }
 
 
+def weak_corroborations(cfg: PlaybookConfig, thresholds: Mapping[str, float] | None) -> list[str]:
+    """Safety rules whose ``sure_p`` a given model makes meaningless, one line each.
+
+    ``corroborated`` lets one utterance through alone when P >= ``sure_p``; if the
+    model's own threshold for that level is already at or above ``sure_p`` (e.g. after
+    a retrain moved it), every utterance the model calls a threat passes alone, and the
+    corroboration the playbook promises is gone. Pure: the session reports these.
+    """
+    out = []
+    for rule in cfg.rules:
+        for c in rule.open_when:
+            v = c.value
+            if c.name != "corroborated" or not isinstance(v, Corroboration):
+                continue
+            t = v.p if v.p is not None else (thresholds or {}).get(v.level.label)
+            if t is not None and v.sure_p <= t:
+                out.append(f"prompt {rule.id}: corroborated sure_p {v.sure_p:g} is not above the "
+                           f"{v.level.label} threshold {t:g}, so one confidently heard utterance opens it alone; "
+                           f"set sure_p above {t:g} in {cfg.source or 'the playbook'}")
+    return out
+
+
 def load_playbook(path: str | Path | None = None) -> PlaybookConfig:
     """Read and validate a playbook YAML; any problem is a one-line ConfigError.
 

@@ -173,7 +173,16 @@ class Session:
         self.status(f"loading classifier ({s.model or 'escalation-minilm'})...")
         from .classifier import load_classifier
         self.classifier = load_classifier(s.model)
+        self._check_playbook()
         return self
+
+    def _check_playbook(self) -> None:
+        """Warn when the model's thresholds undo the playbook's corroboration (see
+        ``coach.playbook.weak_corroborations``): a retrained model can move them."""
+        from .playbook import weak_corroborations
+        assert self.playbook is not None and self.classifier is not None
+        for w in weak_corroborations(self.playbook, self.classifier.config.thresholds):
+            self.status(f"warning: {w}")
 
     def _load_engine(self) -> None:
         from .stt import SttOptions, open_engine
@@ -226,6 +235,7 @@ class Session:
         self.status(f"loading classifier ({s.model or 'escalation-minilm'})...")
         from .classifier import load_classifier
         self.classifier = load_classifier(s.model)
+        self._check_playbook()
         return self
 
     def close(self) -> None:

@@ -99,8 +99,25 @@ def test_incomplete_vosk_model(tmp_path):
 def test_check_config_ok_and_list():
     proc = coach("check-config")
     assert proc.returncode == 0 and "OK" in proc.stdout
+    assert "warning" not in proc.stderr  # the shipped playbook fits the shipped model
     proc = coach("check-config", "--list")
     assert "utterance_at_least" in proc.stdout
+
+
+def test_check_config_warns_when_the_model_undoes_corroboration(tmp_path):
+    """A model whose threat threshold reaches the playbook's sure_p lets one threat through alone."""
+    from coach import resources
+    model = tmp_path / "retrained"
+    model.mkdir()
+    cfg = json.loads((resources.packaged(resources.CLASSIFIER) / "config.json").read_text())
+    cfg["thresholds"]["threatening"] = 0.7
+    (model / "config.json").write_text(json.dumps(cfg))
+    proc = coach("check-config", "--model", str(model))
+    assert proc.returncode == 0 and "OK" in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("coach: warning: prompt call_security"), proc.stderr
+    assert "threshold 0.7" in lines[0] and "set sure_p above 0.7" in lines[0]
+    assert_one_line_error(coach("check-config", "--model", str(tmp_path / "nothing")), "config.json")
 
 
 def test_transcript_replay_writes_events(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -10,7 +11,7 @@ from coach.errors import ConfigError
 from coach.events import Scores, Speaker, Utterance, Voice, Word
 from coach.pipeline import CoachCore, Scorer
 from coach import resources
-from coach.playbook import load_playbook, normalize_for_phrases, _phrase_pattern
+from coach.playbook import load_playbook, normalize_for_phrases, weak_corroborations, _phrase_pattern
 
 from fakes import KeywordClassifier
 
@@ -174,6 +175,34 @@ def test_one_unambiguous_clearly_heard_threat_is_enough(shipped_classifier):
     assert "call_security" in ids(opened)
     opened, _ = run([("customer", 0, 3, threat, [0.95, 0.95, 0.95, 0.95, 0.6, 0.95])], classifier=shipped_classifier)
     assert "call_security" not in ids(opened)  # "kill" itself heard at 0.6: wait for more
+
+
+def test_shipped_playbook_keeps_corroboration_for_the_shipped_model(shipped_classifier):
+    """sure_p must stay above the model's own threshold, or one threat passes alone."""
+    cfg = load_playbook()
+    assert weak_corroborations(cfg, shipped_classifier.config.thresholds) == []
+    # A retrain that moved the threat threshold up to sure_p is reported, naming the fix.
+    warn = weak_corroborations(cfg, {"threatening": 0.9, "abusive": 0.95})
+    assert [w.split(":")[0] for w in warn] == ["prompt call_security", "prompt set_boundary"]
+    assert "set sure_p above 0.9" in warn[0] and cfg.source in warn[0]
+    assert weak_corroborations(cfg, None) == []  # argmax models: no threshold to compare
+
+
+def test_replay_warns_when_the_model_undoes_corroboration(tmp_path, shipped_classifier):
+    import shutil
+
+    from coach.session import Session, Settings
+    model = tmp_path / "model"
+    shutil.copytree(shipped_classifier.path, model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["thresholds"]["threatening"] = 0.6  # above the shipped playbook's sure_p
+    (model / "config.json").write_text(json.dumps(cfg))
+    said = []
+    s = Session(Settings(call=str(resources.packaged("examples/escalating.json")), model=str(model)),
+                status=said.append)
+    s.load()
+    s.close()
+    assert any(m.startswith("warning: prompt call_security: corroborated sure_p") for m in said), said
 
 
 def test_set_boundary_then_end_or_escalate_when_abuse_continues():
