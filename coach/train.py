@@ -356,6 +356,9 @@ def _f(flags_pos: np.ndarray, flags_neg: np.ndarray, beta: float = 1.0, pos_weig
     return float((1 + b2) * tp / max((1 + b2) * tp + b2 * fn + fp, 1))
 
 
+FEW_CALM_ROWS = 10  # fewer calm tuning rows than this inside the threat budget: a noisy threshold
+
+
 def tune_thresholds(rows: Sequence[ds.Example], esc: np.ndarray, threat_fpr_budget: float = 0.02,
                     threat_min_precision: float = 0.5, abusive_max_angry: float = 1.0) -> dict[str, Any]:
     """Decision thresholds on calibrated tuning-split probabilities (see ``decide_levels``).
@@ -390,6 +393,9 @@ def tune_thresholds(rows: Sequence[ds.Example], esc: np.ndarray, threat_fpr_budg
             out["abusive"] = float(grid[k])
             info.update(abusive_f1_tune=round(float(f1[k]), 4), angry_flagged_abusive_tune=round(float(angry_flag[k]), 4))
     p_th = esc[:, LEVELS.index("threatening")]
+    # How many calm rows the budget lets through: the threshold sits just above the next
+    # one, so with a handful it moves a lot between retrains (see _calibrate's warning).
+    info["threat_calm_rows_allowed"] = int(np.floor(threat_fpr_budget * len(g.calm) + 1e-9))
     has_level = np.flatnonzero(np.array([bool(r.levels) for r in rows]))
     neg = np.setdiff1d(has_level, g.threat)
     if len(g.threat) >= 20:
@@ -717,6 +723,11 @@ def _calibrate(clf: Classifier, select: DataSplit, args: TrainArgs, fit_info: di
         cfg.thresholds = tinfo["thresholds"] or None
         fit_info["threshold_tuning"] = tinfo
         say(f"thresholds (tuning split): {tinfo}")
+        allowed = tinfo["threat_calm_rows_allowed"]
+        if "threatening" in tinfo["thresholds"] and allowed < FEW_CALM_ROWS:
+            say(f"warning: the threat threshold rests on the {allowed + 1} most threatening calm tuning rows "
+                f"(threat_fpr_budget {args.threat_fpr_budget:g} of {tinfo['n']['calm']}), so it can move by 0.1 "
+                "between retrains; a larger tune_fraction or threat_fpr_budget steadies it")
 
 
 def retune(model_dir: str | Path, overrides: Mapping[str, Any] | None = None,

@@ -10,6 +10,7 @@ import torch
 
 from coach.classifier import open_model
 from coach.errors import ConfigError
+from coach.events import LEVELS
 from coach.evaluate import evaluate_rows
 from coach.train import TrainArgs, embed_cached, fit_temperature, partial_nll, train
 from coach import datasets as ds
@@ -253,6 +254,31 @@ def test_tune_split_thresholds_and_ensemble(tmp_path: Path) -> None:
     assert sum(s[0].escalation.values()) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ConfigError):
         TrainArgs.from_dict({"thresholds": True})                   # thresholds need a tuning split
+
+
+def test_threat_threshold_sits_above_the_last_calm_row_the_budget_allows() -> None:
+    """With 0.25% of 1600 calm rows, 4 may be flagged: the threshold lands just above the
+    5th highest calm score, and the count is reported so a trainer can see how few rows decide it."""
+    from coach.datasets import Example
+    from coach.train import tune_thresholds
+
+    rng = np.random.default_rng(0)
+    calm = [Example(f"calm {i}", ("calm",), None, "meld", "train") for i in range(1600)]
+    threats = [Example(f"threat {i}", ("threatening",), None, "threatgram", "train") for i in range(40)]
+    p_calm = rng.uniform(0.0, 0.2, len(calm))
+    p_calm[:6] = [0.61, 0.52, 0.47, 0.43, 0.355, 0.30]  # the calm rows that look most like threats
+    p_threat = rng.uniform(0.3, 1.0, len(threats))
+    esc = np.zeros((len(calm) + len(threats), len(LEVELS)))
+    esc[:, LEVELS.index("threatening")] = np.concatenate([p_calm, p_threat])
+    esc[:, 0] = 1 - esc[:, LEVELS.index("threatening")]
+    info = tune_thresholds(calm + threats, esc, threat_fpr_budget=0.0025)
+    assert info["threat_calm_rows_allowed"] == 4
+    assert info["thresholds"]["threatening"] == pytest.approx(0.36)   # first grid step above 0.355
+    assert info["threat_fpr_calm_tune"] == pytest.approx(4 / 1600)
+    # one calm row less in the budget moves the threshold by 0.08: why the count is reported
+    tighter = tune_thresholds(calm + threats, esc, threat_fpr_budget=3 / 1600)
+    assert tighter["threat_calm_rows_allowed"] == 3
+    assert tighter["thresholds"]["threatening"] == pytest.approx(0.44)  # first grid step above 0.43
 
 
 def test_retune_refits_the_rule_without_training(tmp_path: Path) -> None:

@@ -14,10 +14,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from ..classifier import read_model_config
     from ..playbook import weak_corroborations
     cfg = load_playbook(args.playbook)
-    sys.stdout.write(f"{cfg.source}: OK, {len(cfg.rules)} prompts: {', '.join(r.id for r in cfg.rules)}\n")
     # The safety rules' corroboration depends on the model's thresholds: check it against
-    # the model the coach will use (a retrain can move them).
-    for w in weak_corroborations(cfg, read_model_config(args.model).thresholds):
+    # the model the coach will use (a retrain can move them). Read before "OK" is printed,
+    # so a bad --model is an error and nothing else.
+    warnings = weak_corroborations(cfg, read_model_config(args.model).thresholds)
+    sys.stdout.write(f"{cfg.source}: OK, {len(cfg.rules)} prompts: {', '.join(r.id for r in cfg.rules)}\n")
+    for w in warnings:
         sys.stderr.write(f"coach: warning: {w}\n")
     return 0
 
