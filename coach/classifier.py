@@ -678,22 +678,10 @@ def open_model(path: str | Path, encoder: Encoder | None = None) -> Classifier:
     JSON that is invalid, too deep or of another format, heads that are not
     safetensors or do not match the config) is a one-line :class:`ModelError`.
     """
-    from . import safeio
-
     path = Path(path).expanduser()
-    if not path.exists():
-        raise ModelError(f"model folder {path} does not exist", TRAIN_FIX)
-    if not path.is_dir():
-        raise ModelError(f"model folder {path} is not a folder", "pass the folder that holds config.json and "
-                         "heads.safetensors, or " + TRAIN_FIX)
-    cfg_file = path / "config.json"
-    if not os.path.lexists(cfg_file):
-        raise ModelError(f"model folder {path} has no config.json", TRAIN_FIX)
+    _config_file(path)
     _heads_file(path)  # fail on missing heads before reading anything else
-    text = safeio.read_text(cfg_file, what="model config", max_bytes=MAX_CONFIG_BYTES, error_cls=ModelError,
-                            fix=TRAIN_FIX)
-    raw = safeio.load_json(text, where=str(cfg_file), error_cls=ModelError, fix=TRAIN_FIX)
-    cfg = ModelConfig.from_json(raw, where=str(cfg_file))
+    cfg = _read_config(path)
     adapter = None
     if cfg.adapter:
         adapter = path / cfg.adapter
@@ -707,19 +695,34 @@ def open_model(path: str | Path, encoder: Encoder | None = None) -> Classifier:
     return Classifier(encoder.with_adapter(adapter), heads, cfg, path=path, plain_encoder=encoder)
 
 
-def read_model_config(name_or_path: str | os.PathLike | None = None) -> ModelConfig:
-    """A model folder's ``config.json`` alone (thresholds, levels), without loading any
-    weights: for checks that must stay fast, e.g. ``coach check-config``."""
+def _config_file(path: Path) -> Path:
+    """The folder's ``config.json``, or a one-line ModelError saying what the folder lacks."""
+    if not path.exists():
+        raise ModelError(f"model folder {path} does not exist", TRAIN_FIX)
+    if not path.is_dir():
+        raise ModelError(f"model folder {path} is not a folder", "pass the folder that holds config.json and "
+                         "heads.safetensors, or " + TRAIN_FIX)
+    cfg_file = path / "config.json"
+    if not os.path.lexists(cfg_file):
+        raise ModelError(f"model folder {path} has no config.json", TRAIN_FIX)
+    return cfg_file
+
+
+def _read_config(path: Path) -> ModelConfig:
     from . import safeio
 
-    path = resolve_model_dir(name_or_path)
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise ModelError(f"model folder {path} has no config.json", TRAIN_FIX)
+    cfg_file = _config_file(path)
     text = safeio.read_text(cfg_file, what="model config", max_bytes=MAX_CONFIG_BYTES, error_cls=ModelError,
                             fix=TRAIN_FIX)
-    return ModelConfig.from_json(safeio.load_json(text, where=str(cfg_file), error_cls=ModelError, fix=TRAIN_FIX),
-                                 where=str(cfg_file))
+    raw = safeio.load_json(text, where=str(cfg_file), error_cls=ModelError, fix=TRAIN_FIX)
+    return ModelConfig.from_json(raw, where=str(cfg_file))
+
+
+def read_model_config(name_or_path: str | os.PathLike | None = None) -> ModelConfig:
+    """A model folder's ``config.json`` alone (thresholds, levels), without loading any
+    weights: for checks that must stay fast, e.g. ``coach check-config``. Same errors as
+    :func:`open_model` for the folder and the file."""
+    return _read_config(resolve_model_dir(name_or_path).expanduser())
 
 
 @functools.lru_cache(maxsize=4)

@@ -421,9 +421,9 @@ def weak_corroborations(cfg: PlaybookConfig, thresholds: Mapping[str, float] | N
     out = []
     for rule in cfg.rules:
         for c in rule.open_when:
-            v = c.value
-            if c.name != "corroborated" or not isinstance(v, Corroboration):
+            if c.name != "corroborated":
                 continue
+            v: Corroboration = c.value
             t = v.p if v.p is not None else (thresholds or {}).get(v.level.label)
             if t is not None and v.sure_p <= t:
                 out.append(f"prompt {rule.id}: corroborated sure_p {v.sure_p:g} is not above the "

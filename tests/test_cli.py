@@ -117,9 +117,11 @@ def test_check_config_warns_when_the_model_undoes_corroboration(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("coach: warning: prompt call_security"), proc.stderr
     assert "threshold 0.7" in lines[0] and "set sure_p above 0.7" in lines[0]
+    (tmp_path / "nothing").mkdir()
     bad = coach("check-config", "--model", str(tmp_path / "nothing"))
     assert_one_line_error(bad, "config.json")
     assert bad.stdout == ""  # no "OK" for a check that could not be made
+    assert_one_line_error(coach("check-config", "--model", str(tmp_path / "absent")), "absent", "does not exist")
 
 
 def test_transcript_replay_writes_events(tmp_path):
