@@ -184,6 +184,49 @@ def standard_figures(rows: Sequence[StandardRow], levels: Sequence[str | None],
     }
 
 
+def standard_breakdown(rows: Sequence[StandardRow], levels: Sequence[str | None], p_up: Sequence[float | None],
+                       p_abusive: Sequence[float | None]) -> dict[str, Any]:
+    """Where one model's headline figures come from, for whoever tries to raise them.
+
+    ``by_source``: the AUC within each emotion source and the mean P(angry or worse) of
+    its angry and calm rows. The pooled AUC also ranks one source's calm rows against
+    another's angry ones, so it can sit below every per-source figure: the gap says how
+    much the sources disagree on what a score means. ``abusive``: the OLID AUC of
+    P(abusive or worse) and the best F1 any single threshold on it reaches (threat
+    decisions kept, as the benchmark counts them), beside the F1 of the model's own
+    rule: when the two are close, the threshold is not what holds abusive F1 down.
+    Chosen on the dev rows, so the best F1 is a ceiling to read, never a figure to report.
+    """
+    import numpy as np
+
+    from .evaluate import auc
+
+    up = np.array([0.0 if p is None else float(p) for p in p_up])
+    ab = np.array([0.0 if p is None else float(p) for p in p_abusive])
+    by: dict[str, Any] = {}
+    for src in EMOTION_SOURCES:
+        pos = np.array([up[i] for i, r in enumerate(rows) if r.source == src and r.gold == "angry"])
+        neg = np.array([up[i] for i, r in enumerate(rows) if r.source == src and r.gold == "calm"])
+        if len(pos) or len(neg):
+            by[src] = {"auc": auc(pos, neg), "n_angry": len(pos), "n_calm": len(neg),
+                       "mean_up_angry": float(pos.mean()) if len(pos) else None,
+                       "mean_up_calm": float(neg.mean()) if len(neg) else None}
+    ol = [i for i, r in enumerate(rows) if r.source == "olid"]
+    gold = np.array([rows[i].gold == "abusive" for i in ol], dtype=bool)
+    p = ab[ol]
+    threat = np.array([levels[i] == "threatening" for i in ol], dtype=bool)
+    best: dict[str, Any] = {"f1": None, "threshold": None, "precision": None, "recall": None}
+    for t in np.unique(np.round(p, 2)):
+        pred = (p >= t) | threat
+        tp, fp, fn = int((pred & gold).sum()), int((pred & ~gold).sum()), int((~pred & gold).sum())
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        if best["f1"] is None or f1 > best["f1"]:
+            best = {"f1": f1, "threshold": float(t), "precision": tp / (tp + fp) if tp + fp else 0.0,
+                    "recall": tp / (tp + fn) if tp + fn else 0.0}
+    abusive = {"auc": auc(p[gold], p[~gold]) if ol else None, "n": len(ol), "best_threshold_f1": best}
+    return {"by_source": by, "abusive": abusive}
+
+
 def standard_line(f: Mapping[str, Any]) -> str:
     """The figures in the exact words and precision the shared script prints."""
     a = "-" if f["auc"] is None else f"{f['auc']:.3f}"  # no angry or no calm rows
@@ -197,8 +240,10 @@ def standard_line(f: Mapping[str, Any]) -> str:
 # --- scoring -------------------------------------------------------------------------------
 
 def model_outputs(clf: "Classifier", texts: Sequence[str], batch_size: int = BATCH,
-                  progress: Callable[[str], None] | None = None) -> tuple[list[str | None], list[float | None]]:
-    """Level and P(angry or worse) per text, as the script reads them from ``coach classify``.
+                  progress: Callable[[str], None] | None = None
+                  ) -> tuple[list[str | None], list[float | None], list[float | None]]:
+    """Level, P(angry or worse) and P(abusive or worse) per text, as the script reads them
+    from ``coach classify``.
 
     Same batches as ``coach classify`` (so the same floats), each probability rounded to
     4 decimals as it writes them, and no score for text that normalises to nothing.
@@ -207,6 +252,7 @@ def model_outputs(clf: "Classifier", texts: Sequence[str], batch_size: int = BAT
 
     levels: list[str | None] = []
     ups: list[float | None] = []
+    abus: list[float | None] = []
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
         keep = [i for i, t in enumerate(chunk) if normalize_speech(t)]
@@ -215,9 +261,10 @@ def model_outputs(clf: "Classifier", texts: Sequence[str], batch_size: int = BAT
             s = scored.get(i)
             levels.append(None if s is None else s.level.label)
             ups.append(None if s is None else sum(round(float(s.escalation.get(x, 0)), 4) for x in UP))
+            abus.append(None if s is None else sum(round(float(s.escalation.get(x, 0)), 4) for x in UP[1:]))
         if progress and (start // batch_size) % 40 == 39:
             progress(f"  {start + len(chunk)}/{len(texts)} rows")
-    return levels, ups
+    return levels, ups, abus
 
 
 def baseline_figures(rows: Sequence[StandardRow], texts: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -267,9 +314,10 @@ def run_standard(models: Sequence["Classifier"], rows: Sequence[StandardRow], wi
     columns: dict[str, Any] = {}
     for name, clf, path in zip(model_names(paths), models, paths):
         say(f"scoring {len(rows)} rows with {name}")
-        levels, ups = model_outputs(clf, texts, batch_size, say)
+        levels, ups, abus = model_outputs(clf, texts, batch_size, say)
         f = standard_figures(rows, levels, ups)
-        columns[name] = {"kind": "model", "path": path, "figures": f, "line": standard_line(f)}
+        columns[name] = {"kind": "model", "path": path, "figures": f, "line": standard_line(f),
+                         "breakdown": standard_breakdown(rows, levels, ups, abus)}
     missing: list[str] = []
     if with_baselines:
         say("scoring VADER and alt-profanity-check")
@@ -280,6 +328,7 @@ def run_standard(models: Sequence["Classifier"], rows: Sequence[StandardRow], wi
     report: dict[str, Any] = {"benchmark": "standard dev mapping (../shared/eval/standard_mapping.py)",
                               "n_rows": len(rows), "columns": columns, "baselines_missing": missing}
     report["table"] = standard_table(report)
+    report["breakdown_table"] = breakdown_table(report)
     return report
 
 
@@ -323,6 +372,30 @@ def standard_table(report: Mapping[str, Any], only: Sequence[str] | None = None)
     return "\n".join(lines)
 
 
+def breakdown_table(report: Mapping[str, Any]) -> str:
+    """Markdown: each model's per-source AUC and abuse-threshold ceiling (see :func:`standard_breakdown`)."""
+    models = [(n, c["breakdown"]) for n, c in report["columns"].items() if c.get("breakdown")]
+    if not models:
+        return ""
+    f3 = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    f2 = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    lines = ["| model | part | AUC | n angry / calm | mean P(angry+) angry / calm |", "|---|---|---|---|---|"]
+    for name, b in models:
+        pooled = report["columns"][name]["figures"]
+        lines.append(f"| {name} | pooled | {f3(pooled['auc'])} | {pooled['n_auc_angry']} / {pooled['n_auc_calm']} | |")
+        for src, d in b["by_source"].items():
+            lines.append(f"| {name} | {src} | {f3(d['auc'])} | {d['n_angry']} / {d['n_calm']} | "
+                         f"{f2(d['mean_up_angry'])} / {f2(d['mean_up_calm'])} |")
+    lines += ["", "| model | OLID AUC of P(abusive+) | abusive F1, model's rule | best F1 at one threshold (chosen on dev) |",
+              "|---|---|---|---|"]
+    for name, b in models:
+        a, bt = b["abusive"], b["abusive"]["best_threshold_f1"]
+        at = "-" if bt["f1"] is None else (f"{bt['f1']:.3f} at {bt['threshold']:.2f} "
+                                           f"(precision {bt['precision']:.2f}, recall {bt['recall']:.2f})")
+        lines.append(f"| {name} | {f3(a['auc'])} | {f3(report['columns'][name]['figures']['abusive_f1'])} | {at} |")
+    return "\n".join(lines)
+
+
 def update_standard_card(card: str | Path, report: Mapping[str, Any], model: str) -> Path:
     """Put (or replace) the standard table in a MODEL_CARD.md, first after the title and intro.
 
@@ -350,5 +423,5 @@ def update_standard_card(card: str | Path, report: Mapping[str, Any], model: str
     return card
 
 
-__all__ = ["StandardRow", "baseline_figures", "model_names", "model_outputs", "run_standard", "speechlike",
-           "standard_figures", "standard_line", "standard_rows", "standard_table", "update_standard_card"]
+__all__ = ["StandardRow", "baseline_figures", "breakdown_table", "model_names", "model_outputs", "run_standard",
+           "speechlike", "standard_breakdown", "standard_figures", "standard_line", "standard_rows", "standard_table", "update_standard_card"]

@@ -13,8 +13,8 @@ import pytest
 
 from coach.errors import DataError
 from coach.events import Scores
-from coach.standard import (StandardRow, model_names, run_standard, speechlike, standard_figures, standard_line,
-                            standard_rows, standard_table, update_standard_card)
+from coach.standard import (StandardRow, breakdown_table, model_names, run_standard, speechlike, standard_breakdown,
+                            standard_figures, standard_line, standard_rows, standard_table, update_standard_card)
 
 from conftest import REPO
 
@@ -166,6 +166,34 @@ def test_run_standard_puts_models_side_by_side(tmp_path: Path) -> None:
     assert any(ln.startswith("| threat recall") and "| ≥ 0.80 | 1.000 | 0.000 |" in ln for ln in table)
     assert any("≥ VADER + 0.10" in ln and "aim 0.90" in ln for ln in table)
     assert any(ln.startswith("| short neutral turns calm (n=1) | ≥ 95% | 0.0% | 100.0% |") for ln in table)
+    assert "| a/escalation-minilm | meld | - | 0 / 1 | - / 0.00 |" in report["breakdown_table"]  # "..." has no score
+
+
+def test_breakdown_shows_per_source_auc_and_the_abuse_threshold_ceiling() -> None:
+    rows = [StandardRow("meld", "angry", "a"), StandardRow("meld", "calm", "b"),
+            StandardRow("goemotions", "angry", "c"), StandardRow("goemotions", "calm", "d"),
+            StandardRow("olid", "abusive", "e"), StandardRow("olid", "abusive", "f"),
+            StandardRow("olid", "not_abusive", "g"), StandardRow("olid", "not_abusive", "h"),
+            StandardRow("olid", "abusive", "i")]
+    up = [0.9, 0.1, 0.3, 0.5, 0.9, 0.5, 0.5, 0.2, 0.1]
+    ab = [0.0, 0.0, 0.0, 0.0, 0.8, 0.35, 0.4, 0.1, 0.05]
+    levels = ["angry", "calm", "calm", "calm", "abusive", "angry", "abusive", "calm", "threatening"]
+    b = standard_breakdown(rows, levels, up, ab)
+    assert b["by_source"]["meld"]["auc"] == 1.0 and b["by_source"]["goemotions"]["auc"] == 0.0
+    assert b["by_source"]["meld"]["mean_up_angry"] == 0.9 and b["by_source"]["goemotions"]["n_calm"] == 1
+    assert set(b["by_source"]) == {"meld", "goemotions"}  # sources without rows are left out
+    # pooled: 0.9 and 0.3 against 0.1 and 0.5 -> 3 of 4 pairs, although one source is at 0
+    assert standard_figures(rows, levels, up)["auc"] == 0.75
+    a = b["abusive"]
+    assert a["n"] == 5 and a["auc"] == 0.5  # 0.8 beats both calm rows, 0.35 one, 0.05 none: 3 of 6
+    # the threat decision ("i") always counts as abusive; t = 0.35 flags e, f, g: tp 3, fp 1 -> F1 6/7
+    assert a["best_threshold_f1"] == pytest.approx({"f1": 6 / 7, "threshold": 0.35, "precision": 0.75, "recall": 1.0})
+    table = breakdown_table({"columns": {"m": {"kind": "model", "breakdown": b,
+                                               "figures": standard_figures(rows, levels, up)}}})
+    assert "| m | meld | 1.000 | 1 / 1 | 0.90 / 0.10 |" in table
+    assert "| m | pooled | 0.750 | 2 / 2 | |" in table
+    assert "0.857 at 0.35 (precision 0.75, recall 1.00)" in table
+    assert breakdown_table({"columns": {"vader": {"kind": "baseline", "figures": {}}}}) == ""
 
 
 def test_model_names() -> None:
@@ -255,7 +283,8 @@ def test_eval_standard_reproduces_the_shared_script(script, tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr
     assert f"escalation-minilm: {expected}" in proc.stdout.splitlines()
     report = json.loads((out / "standard.json").read_text(encoding="utf-8"))
-    assert (out / "standard.md").read_text(encoding="utf-8") == report["table"] + "\n"
+    md = (out / "standard.md").read_text(encoding="utf-8")
+    assert md.startswith(report["table"] + "\n\n## Where the figures come from\n\n" + report["breakdown_table"])
     assert list(report["columns"]) == ["escalation-minilm", "vader", "profanity_check"]
     got = report["columns"]["escalation-minilm"]["figures"]
 
@@ -277,6 +306,16 @@ def test_eval_standard_reproduces_the_shared_script(script, tmp_path: Path) -> N
     theirs = standard_figures(rows, [o["level"] for o in outs], up)
     for key, value in theirs.items():
         assert round(got[key], 3) == round(value, 3), key
+    # The breakdown's per-source AUC, from the same classify output, by sklearn's own AUC.
+    from sklearn.metrics import roc_auc_score
+
+    by = report["columns"]["escalation-minilm"]["breakdown"]["by_source"]
+    assert set(by) == {"goemotions", "tweeteval", "meld", "dailydialog"}
+    for src, d in by.items():
+        idx = [i for i, r in enumerate(rows) if r.source == src and r.gold in ("angry", "calm")]
+        want = roc_auc_score([rows[i].gold == "angry" for i in idx], [up[i] or 0.0 for i in idx])
+        assert abs(d["auc"] - want) < 1e-3, src
+    assert "| escalation-minilm | meld |" in proc.stdout
 
     # The baselines are in the same table; the card copy leads with it.
     table = proc.stdout.split("\n\n")[0]

@@ -171,11 +171,17 @@ def cmd_eval_standard(args: argparse.Namespace) -> int:
         print()
         for name, col in report["columns"].items():
             print(f"{name}: {col['line']}")
+        if report["breakdown_table"]:
+            print()
+            print("Where the figures come from (per-source AUC; abuse threshold ceiling, chosen on dev):")
+            print(report["breakdown_table"])
         if out is not None:
             try:
                 out.mkdir(parents=True, exist_ok=True)
                 (out / "standard.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-                (out / "standard.md").write_text(report["table"] + "\n", encoding="utf-8")
+                (out / "standard.md").write_text(
+                    report["table"] + "\n" + (f"\n## Where the figures come from\n\n{report['breakdown_table']}\n"
+                                              if report["breakdown_table"] else ""), encoding="utf-8")
             except OSError as exc:
                 raise DataError(f"cannot write the results to {out} ({exc.strerror or exc})",
                                 "check the --out folder") from None
