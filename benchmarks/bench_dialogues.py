@@ -15,7 +15,13 @@ transcript.json`` does (human text: every word confident). Printed:
 * the share of calm dialogues that get ``apologize``, ``set_boundary`` or
   ``call_security`` (target at most 10%);
 * the share of angry dialogues in which a de-escalation prompt opens by the end of the
-  customer's second turn counting from the first outburst (target at least 70%).
+  customer's second turn counting from the first outburst (target at least 70%);
+* beside them, the per-turn view without the trajectory's smoothing: angry dialogues
+  in which one of those two customer turns alone scores P(frustrated or worse) >= 0.5,
+  and calm dialogues in which any customer turn does. A rule that fired on such a turn
+  would meet the first and alarm the second: the two show whether the words or the
+  smoothing hold the figures back;
+* both corpora pooled, the figures the issue's targets are judged on.
 
     python benchmarks/bench_dialogues.py [--limit N]
 
@@ -92,10 +98,11 @@ def main(argv: list[str] | None = None) -> None:
 
     clf, pb = load_classifier(args.model), load_playbook(None)
     t0 = time.monotonic()
+    total = defaultdict(int)
     for name, dialogues in (("MELD dev", meld()), ("DailyDialog validation", dailydialog())):
         if args.limit:
             dialogues = dialogues[:args.limit]
-        calm_n = calm_alarm = angry_n = angry_met = shown = 0
+        calm_n = calm_alarm = calm_turn = angry_n = angry_met = angry_turn = shown = 0
         for d in dialogues:
             emotions = [e for _, _, e in d]
             angry = any(e in ANGRY for e in emotions)
@@ -107,15 +114,19 @@ def main(argv: list[str] | None = None) -> None:
             Pipeline(scorer=Scorer(clf, pb.min_word_conf, pb.min_content_words), playbook=pb,
                      sink=events.append).run(UtteranceListSource(utts))
             opened = [e for e in events if isinstance(e, Prompt) and e.opened]
+            up = {round(e.utterance.end, 3): e.scores.at_least(e.scores.level.__class__(1))
+                  for e in events if getattr(e, "scores", None) is not None}
             if angry:
                 cust = [i for i, u in enumerate(utts) if u.speaker is Speaker.CUSTOMER and i >= first]
                 deadline = utts[cust[min(1, len(cust) - 1)]].end
                 angry_n += 1
                 angry_met += any(p.prompt in DEESCALATE and utts[first].start <= p.t <= deadline for p in opened)
+                angry_turn += any(up.get(round(utts[i].end, 3), 0.0) >= 0.5 for i in cust[:2])
             else:
                 calm_n += 1
                 alarm = [p for p in opened if p.prompt in ALARMS]
                 calm_alarm += bool(alarm)
+                calm_turn += any(v >= 0.5 for v in up.values())
                 if alarm and shown < args.show:
                     shown += 1
                     scored = {round(e.utterance.end, 3): e.scores for e in events if getattr(e, "scores", None) is not None}
@@ -128,6 +139,16 @@ def main(argv: list[str] | None = None) -> None:
               f"{100 * calm_alarm / max(calm_n, 1):.1f}% (target <= 10%); angry dialogues met by a de-escalation "
               f"prompt within two customer turns: {angry_met}/{angry_n} = {100 * angry_met / max(angry_n, 1):.1f}% "
               f"(target >= 70%)")
+        print(f"  {name}, one turn alone at P(frustrated or worse) >= 0.5, no smoothing: angry dialogues "
+              f"{angry_turn}/{angry_n} (in the two turns), calm dialogues {calm_turn}/{calm_n} (any customer turn)")
+        for k, v in (("calm", calm_n), ("alarm", calm_alarm), ("calm_turn", calm_turn), ("angry", angry_n),
+                     ("met", angry_met), ("turn", angry_turn)):
+            total[k] += v
+    print(f"both: calm dialogues with an alarm {total['alarm']}/{total['calm']} = "
+          f"{100 * total['alarm'] / max(total['calm'], 1):.1f}% (target <= 10%); angry dialogues met "
+          f"{total['met']}/{total['angry']} = {100 * total['met'] / max(total['angry'], 1):.1f}% (target >= 70%); "
+          f"one turn alone at P(frustrated+) >= 0.5: angry {total['turn']}/{total['angry']}, "
+          f"calm {total['calm_turn']}/{total['calm']}")
     print(f"took {time.monotonic() - t0:.0f} s", file=sys.stderr)
 
 
