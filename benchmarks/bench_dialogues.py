@@ -17,10 +17,11 @@ transcript.json`` does (human text: every word confident). Printed:
 * the share of angry dialogues in which a de-escalation prompt opens by the end of the
   customer's second turn counting from the first outburst (target at least 70%);
 * beside them, the per-turn view without the trajectory's smoothing: angry dialogues
-  in which one of those two customer turns alone scores P(frustrated or worse) >= 0.5,
-  and calm dialogues in which any customer turn does. A rule that fired on such a turn
-  would meet the first and alarm the second: the two show whether the words or the
-  smoothing hold the figures back;
+  in which one of those two customer turns scores P(frustrated or worse) >= 0.5 (as
+  the Scorer scores it: with the previous turn for a model that reads it; turns too
+  short to score count as 0), and calm dialogues in which any customer turn does. A
+  rule that fired on such a turn would meet the first and alarm the second: the two
+  show whether the words or the smoothing hold the figures back;
 * both corpora pooled, the figures the issue's targets are judged on.
 
     python benchmarks/bench_dialogues.py [--limit N]
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     if not TEXT.is_dir():
         raise SystemExit(f"{TEXT} is missing: the benchmark needs ../shared/data beside the checkout")
     from coach.classifier import load_classifier
-    from coach.events import Prompt, Speaker
+    from coach.events import Level, Prompt, Speaker
     from coach.pipeline import Pipeline, Scorer
     from coach.playbook import load_playbook
     from coach.sources import UtteranceListSource
@@ -114,8 +115,8 @@ def main(argv: list[str] | None = None) -> None:
             Pipeline(scorer=Scorer(clf, pb.min_word_conf, pb.min_content_words), playbook=pb,
                      sink=events.append).run(UtteranceListSource(utts))
             opened = [e for e in events if isinstance(e, Prompt) and e.opened]
-            up = {round(e.utterance.end, 3): e.scores.at_least(e.scores.level.__class__(1))
-                  for e in events if getattr(e, "scores", None) is not None}
+            scored = {round(e.utterance.end, 3): e.scores for e in events if getattr(e, "scores", None) is not None}
+            up = {end: sc.at_least(Level.FRUSTRATED) for end, sc in scored.items()}
             if angry:
                 cust = [i for i, u in enumerate(utts) if u.speaker is Speaker.CUSTOMER and i >= first]
                 deadline = utts[cust[min(1, len(cust) - 1)]].end
@@ -129,17 +130,16 @@ def main(argv: list[str] | None = None) -> None:
                 calm_turn += any(v >= 0.5 for v in up.values())
                 if alarm and shown < args.show:
                     shown += 1
-                    scored = {round(e.utterance.end, 3): e.scores for e in events if getattr(e, "scores", None) is not None}
                     print(f"--- calm dialogue, {alarm[0].prompt} at {alarm[0].t:.1f} s", file=sys.stderr)
                     for u in utts:
                         sc = scored.get(round(u.end, 3))
-                        tag = f"{sc.level.label:>11} P(frus+) {sc.at_least(sc.level.__class__(1)):.2f}" if sc else " " * 24
+                        tag = f"{sc.level.label:>11} P(frus+) {sc.at_least(Level.FRUSTRATED):.2f}" if sc else " " * 24
                         print(f"  {u.speaker.value:>8} {u.end:6.1f} {tag}  {u.text[:70]}", file=sys.stderr)
         print(f"{name}: calm dialogues with apologize/set_boundary/call_security: {calm_alarm}/{calm_n} = "
               f"{100 * calm_alarm / max(calm_n, 1):.1f}% (target <= 10%); angry dialogues met by a de-escalation "
               f"prompt within two customer turns: {angry_met}/{angry_n} = {100 * angry_met / max(angry_n, 1):.1f}% "
               f"(target >= 70%)")
-        print(f"  {name}, one turn alone at P(frustrated or worse) >= 0.5, no smoothing: angry dialogues "
+        print(f"  {name}, per turn at P(frustrated or worse) >= 0.5, no smoothing: angry dialogues "
               f"{angry_turn}/{angry_n} (in the two turns), calm dialogues {calm_turn}/{calm_n} (any customer turn)")
         for k, v in (("calm", calm_n), ("alarm", calm_alarm), ("calm_turn", calm_turn), ("angry", angry_n),
                      ("met", angry_met), ("turn", angry_turn)):
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"both: calm dialogues with an alarm {total['alarm']}/{total['calm']} = "
           f"{100 * total['alarm'] / max(total['calm'], 1):.1f}% (target <= 10%); angry dialogues met "
           f"{total['met']}/{total['angry']} = {100 * total['met'] / max(total['angry'], 1):.1f}% (target >= 70%); "
-          f"one turn alone at P(frustrated+) >= 0.5: angry {total['turn']}/{total['angry']}, "
+          f"per turn at P(frustrated+) >= 0.5, no smoothing: angry {total['turn']}/{total['angry']}, "
           f"calm {total['calm_turn']}/{total['calm']}")
     print(f"took {time.monotonic() - t0:.0f} s", file=sys.stderr)
 

@@ -188,14 +188,13 @@ def standard_breakdown(rows: Sequence[StandardRow], levels: Sequence[str | None]
                        p_abusive: Sequence[float | None]) -> dict[str, Any]:
     """Where one model's headline figures come from, for whoever tries to raise them.
 
-    ``by_source``: the AUC within each emotion source and the mean P(angry or worse) of
-    its angry and calm rows. The pooled AUC also ranks one source's calm rows against
-    another's angry ones, so it can sit below every per-source figure: the gap says how
-    much the sources disagree on what a score means. ``abusive``: the OLID AUC of
-    P(abusive or worse) and the best F1 any single threshold on it reaches (threat
-    decisions kept, as the benchmark counts them), beside the F1 of the model's own
-    rule: when the two are close, the threshold is not what holds abusive F1 down.
-    Chosen on the dev rows, so the best F1 is a ceiling to read, never a figure to report.
+    ``by_source``: AUC and mean P(angry or worse) of angry and calm rows per emotion
+    source. The pooled AUC also ranks one source's calm rows against another's angry
+    ones, so it can sit below every per-source AUC. ``abusive``: the OLID AUC of
+    P(abusive or worse), the F1 of the model's rule, and the best F1 of any threshold on
+    P(abusive or worse) (threat decisions kept, as the benchmark counts them); when the
+    two F1 are close, the threshold is not what holds abusive F1 down. The best one is
+    chosen on the dev rows: a ceiling to read, never a figure to report.
     """
     import numpy as np
 
@@ -215,15 +214,20 @@ def standard_breakdown(rows: Sequence[StandardRow], levels: Sequence[str | None]
     gold = np.array([rows[i].gold == "abusive" for i in ol], dtype=bool)
     p = ab[ol]
     threat = np.array([levels[i] == "threatening" for i in ol], dtype=bool)
-    best: dict[str, Any] = {"f1": None, "threshold": None, "precision": None, "recall": None}
-    for t in np.unique(np.round(p, 2)):
-        pred = (p >= t) | threat
+    rule = np.array([levels[i] in ("abusive", "threatening") for i in ol], dtype=bool)
+
+    def f1(pred: Any) -> tuple[float, int, int, int]:
         tp, fp, fn = int((pred & gold).sum()), int((pred & ~gold).sum()), int((~pred & gold).sum())
-        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-        if best["f1"] is None or f1 > best["f1"]:
-            best = {"f1": f1, "threshold": float(t), "precision": tp / (tp + fp) if tp + fp else 0.0,
+        return (2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0), tp, fp, fn
+
+    best: dict[str, Any] = {"f1": None, "threshold": None, "precision": None, "recall": None}
+    for t in np.unique(p):  # every threshold that changes a decision (a few thousand rows)
+        score, tp, fp, fn = f1((p >= t) | threat)
+        if best["f1"] is None or score > best["f1"]:
+            best = {"f1": score, "threshold": float(t), "precision": tp / (tp + fp) if tp + fp else 0.0,
                     "recall": tp / (tp + fn) if tp + fn else 0.0}
-    abusive = {"auc": auc(p[gold], p[~gold]) if ol else None, "n": len(ol), "best_threshold_f1": best}
+    abusive = {"auc": auc(p[gold], p[~gold]) if ol else None, "n": len(ol),
+               "rule_f1": f1(rule)[0] if ol else None, "best_threshold_f1": best}
     return {"by_source": by, "abusive": abusive}
 
 
@@ -242,8 +246,8 @@ def standard_line(f: Mapping[str, Any]) -> str:
 def model_outputs(clf: "Classifier", texts: Sequence[str], batch_size: int = BATCH,
                   progress: Callable[[str], None] | None = None
                   ) -> tuple[list[str | None], list[float | None], list[float | None]]:
-    """Level, P(angry or worse) and P(abusive or worse) per text, as the script reads them
-    from ``coach classify``.
+    """Level, P(angry or worse) and P(abusive or worse) per text, as ``coach classify``
+    writes them.
 
     Same batches as ``coach classify`` (so the same floats), each probability rounded to
     4 decimals as it writes them, and no score for text that normalises to nothing.
@@ -305,8 +309,9 @@ def run_standard(models: Sequence["Classifier"], rows: Sequence[StandardRow], wi
                  batch_size: int = BATCH, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every model and the baselines on the benchmark rows: the report behind the table.
 
-    ``columns`` maps a column name to ``{"kind", "path", "figures", "line"}``; ``table``
-    is the markdown table with the issue's targets.
+    ``columns`` maps a column name to ``{"kind", "path", "figures", "line"}``, and a
+    model's also to ``"breakdown"`` (:func:`standard_breakdown`); ``table`` is the
+    markdown table with the issue's targets, ``breakdown_table`` the breakdowns'.
     """
     say = progress or (lambda m: None)
     texts = [speechlike(r.text) for r in rows]
@@ -382,17 +387,18 @@ def breakdown_table(report: Mapping[str, Any]) -> str:
     lines = ["| model | part | AUC | n angry / calm | mean P(angry+) angry / calm |", "|---|---|---|---|---|"]
     for name, b in models:
         pooled = report["columns"][name]["figures"]
-        lines.append(f"| {name} | pooled | {f3(pooled['auc'])} | {pooled['n_auc_angry']} / {pooled['n_auc_calm']} | |")
+        lines.append(f"| {name} | pooled | {f3(pooled['auc'])} | "
+                     f"{pooled['n_auc_angry']} / {pooled['n_auc_calm']} | |")
         for src, d in b["by_source"].items():
             lines.append(f"| {name} | {src} | {f3(d['auc'])} | {d['n_angry']} / {d['n_calm']} | "
                          f"{f2(d['mean_up_angry'])} / {f2(d['mean_up_calm'])} |")
-    lines += ["", "| model | OLID AUC of P(abusive+) | abusive F1, model's rule | best F1 at one threshold (chosen on dev) |",
-              "|---|---|---|---|"]
+    lines += ["", "| model | OLID AUC of P(abusive+) | abusive F1, model's rule "
+                  "| best F1 at one threshold (chosen on dev) |", "|---|---|---|---|"]
     for name, b in models:
         a, bt = b["abusive"], b["abusive"]["best_threshold_f1"]
-        at = "-" if bt["f1"] is None else (f"{bt['f1']:.3f} at {bt['threshold']:.2f} "
+        at = "-" if bt["f1"] is None else (f"{bt['f1']:.3f} at {bt['threshold']:.4f} "
                                            f"(precision {bt['precision']:.2f}, recall {bt['recall']:.2f})")
-        lines.append(f"| {name} | {f3(a['auc'])} | {f3(report['columns'][name]['figures']['abusive_f1'])} | {at} |")
+        lines.append(f"| {name} | {f3(a['auc'])} | {f3(a['rule_f1'])} | {at} |")
     return "\n".join(lines)
 
 
@@ -423,5 +429,6 @@ def update_standard_card(card: str | Path, report: Mapping[str, Any], model: str
     return card
 
 
-__all__ = ["StandardRow", "baseline_figures", "breakdown_table", "model_names", "model_outputs", "run_standard",
-           "speechlike", "standard_breakdown", "standard_figures", "standard_line", "standard_rows", "standard_table", "update_standard_card"]
+__all__ = ["StandardRow", "baseline_figures", "breakdown_table", "model_names", "model_outputs",
+           "run_standard", "speechlike", "standard_breakdown", "standard_figures", "standard_line", "standard_rows",
+           "standard_table", "update_standard_card"]

@@ -16,8 +16,10 @@ from conftest import REPO, SHARED_DATA
 
 @pytest.mark.slow
 def test_bench_dialogues_runs_and_pools_its_corpora() -> None:
-    if not (SHARED_DATA / "text" / "meld").is_dir():
-        pytest.skip(f"{SHARED_DATA}/text is missing: the benchmark reads the MELD and DailyDialog dev dialogues")
+    need = [SHARED_DATA / "text" / "meld" / "dev_sent_emo.csv",
+            SHARED_DATA / "text" / "dailydialog" / "dailydialog_utterances.tsv"]
+    if not all(f.is_file() for f in need):
+        pytest.skip(f"{need} missing: the benchmark reads the MELD and DailyDialog dev dialogues")
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_dialogues.py"), "--limit", "25"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -31,6 +33,9 @@ def test_bench_dialogues_runs_and_pools_its_corpora() -> None:
     sums = [sum(int(p[i]) for p in per) for i in range(4)]
     assert [int(x) for x in both.groups()[:4]] == sums
     assert [int(x) for x in both.groups()[4:]] == [sum(int(t[i]) for t in turns) for i in range(4)]
-    assert sums[1] > 0 and sums[3] > 0  # 25 dialogues per corpus hold both kinds
-    for a, n in [(int(p[0]), int(p[1])) for p in per] + [(int(p[2]), int(p[3])) for p in per]:
-        assert 0 <= a <= n
+    assert sums[1] > 0 and sums[3] > 0  # the first 25 dialogues of each corpus hold calm and angry ones
+    pairs = [(p[0], p[1]) for p in per] + [(p[2], p[3]) for p in per] + [(t[0], t[1]) for t in turns] \
+        + [(t[2], t[3]) for t in turns]
+    assert all(0 <= int(a) <= int(n) for a, n in pairs)
+    # the per-turn counts cover the same dialogues as the prompt counts
+    assert [(t[1], t[3]) for t in turns] == [(p[3], p[1]) for p in per]

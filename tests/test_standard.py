@@ -175,25 +175,29 @@ def test_breakdown_shows_per_source_auc_and_the_abuse_threshold_ceiling() -> Non
             StandardRow("olid", "abusive", "e"), StandardRow("olid", "abusive", "f"),
             StandardRow("olid", "not_abusive", "g"), StandardRow("olid", "not_abusive", "h"),
             StandardRow("olid", "abusive", "i")]
-    up = [0.9, 0.1, 0.3, 0.5, 0.9, 0.5, 0.5, 0.2, 0.1]
+    up = [0.9, 0.8, 0.3, 0.2, 0.9, 0.5, 0.5, 0.2, 0.1]
     ab = [0.0, 0.0, 0.0, 0.0, 0.8, 0.35, 0.4, 0.1, 0.05]
-    levels = ["angry", "calm", "calm", "calm", "abusive", "angry", "abusive", "calm", "threatening"]
+    levels = ["angry", "angry", "calm", "calm", "abusive", "angry", "abusive", "calm", "threatening"]
     b = standard_breakdown(rows, levels, up, ab)
-    assert b["by_source"]["meld"]["auc"] == 1.0 and b["by_source"]["goemotions"]["auc"] == 0.0
-    assert b["by_source"]["meld"]["mean_up_angry"] == 0.9 and b["by_source"]["goemotions"]["n_calm"] == 1
-    assert set(b["by_source"]) == {"meld", "goemotions"}  # sources without rows are left out
-    # pooled: 0.9 and 0.3 against 0.1 and 0.5 -> 3 of 4 pairs, although one source is at 0
+    # each source ranks perfectly, pooled does not: MELD's calm 0.8 outranks GoEmotions' angry 0.3
+    assert b["by_source"]["meld"]["auc"] == 1.0 and b["by_source"]["goemotions"]["auc"] == 1.0
     assert standard_figures(rows, levels, up)["auc"] == 0.75
+    assert b["by_source"]["meld"]["mean_up_calm"] == 0.8 and b["by_source"]["goemotions"]["n_calm"] == 1
+    assert set(b["by_source"]) == {"meld", "goemotions"}  # sources without rows are left out
     a = b["abusive"]
     assert a["n"] == 5 and a["auc"] == 0.5  # 0.8 beats both calm rows, 0.35 one, 0.05 none: 3 of 6
+    assert a["rule_f1"] == pytest.approx(2 / 3)  # e and i flagged, g a false alarm, f missed
     # the threat decision ("i") always counts as abusive; t = 0.35 flags e, f, g: tp 3, fp 1 -> F1 6/7
     assert a["best_threshold_f1"] == pytest.approx({"f1": 6 / 7, "threshold": 0.35, "precision": 0.75, "recall": 1.0})
     table = breakdown_table({"columns": {"m": {"kind": "model", "breakdown": b,
                                                "figures": standard_figures(rows, levels, up)}}})
-    assert "| m | meld | 1.000 | 1 / 1 | 0.90 / 0.10 |" in table
+    assert "| m | meld | 1.000 | 1 / 1 | 0.90 / 0.80 |" in table
     assert "| m | pooled | 0.750 | 2 / 2 | |" in table
-    assert "0.857 at 0.35 (precision 0.75, recall 1.00)" in table
+    assert "| m | 0.500 | 0.667 | 0.857 at 0.3500 (precision 0.75, recall 1.00) |" in table
     assert breakdown_table({"columns": {"vader": {"kind": "baseline", "figures": {}}}}) == ""
+    empty = standard_breakdown([StandardRow("meld", "calm", "x")], ["calm"], [0.1], [0.0])
+    assert empty["abusive"] == {"auc": None, "n": 0, "rule_f1": None,
+                                "best_threshold_f1": {"f1": None, "threshold": None, "precision": None, "recall": None}}
 
 
 def test_model_names() -> None:
@@ -284,7 +288,7 @@ def test_eval_standard_reproduces_the_shared_script(script, tmp_path: Path) -> N
     assert f"escalation-minilm: {expected}" in proc.stdout.splitlines()
     report = json.loads((out / "standard.json").read_text(encoding="utf-8"))
     md = (out / "standard.md").read_text(encoding="utf-8")
-    assert md.startswith(report["table"] + "\n\n## Where the figures come from\n\n" + report["breakdown_table"])
+    assert md == report["table"] + "\n\n## Where the figures come from\n\n" + report["breakdown_table"] + "\n"
     assert list(report["columns"]) == ["escalation-minilm", "vader", "profanity_check"]
     got = report["columns"]["escalation-minilm"]["figures"]
 
@@ -316,6 +320,11 @@ def test_eval_standard_reproduces_the_shared_script(script, tmp_path: Path) -> N
         want = roc_auc_score([rows[i].gold == "angry" for i in idx], [up[i] or 0.0 for i in idx])
         assert abs(d["auc"] - want) < 1e-3, src
     assert "| escalation-minilm | meld |" in proc.stdout
+    # The rule is one threshold on P(abusive or worse) with threats kept, so the best threshold
+    # can only match or beat it (one row of slack for the 4-decimal rounding).
+    ab = report["columns"]["escalation-minilm"]["breakdown"]["abusive"]
+    assert ab["rule_f1"] == pytest.approx(got["abusive_f1"])
+    assert ab["best_threshold_f1"]["f1"] >= ab["rule_f1"] - 2 / ab["n"]
 
     # The baselines are in the same table; the card copy leads with it.
     table = proc.stdout.split("\n\n")[0]
