@@ -461,6 +461,68 @@ def _hard_negatives(root: Path, schema: LabelSchema, frac: float) -> Iterator[Ex
                           f"{r.licence} (from {origin})", r.commercial_ok, f"{r.ref} [{kind}]", None, r.context)
 
 
+# Profanity and complaint words are not abuse by themselves: "that's fucking awesome",
+# "this is ridiculous, I've called three times". The abuse sets (OLID, Davidson) teach
+# the words; these real training turns teach that an insult needs a target.
+NOT_ABUSE_PATTERNS: dict[str, re.Pattern[str]] = {
+    "profanity": re.compile(r"\b(fuck\w*|shit\w*|damn\w*|goddamn\w*|hell|ass|crap\w*|bullshit|wtf|af|piss\w*)\b"),
+    "complaint": re.compile(r"\b(ridiculous|unacceptable|absurd|outrageous|unbelievable|waste of (my |our )?time|"
+                            r"(three|four|five|several|many|multiple|3|4|5) times|for (an hour|hours|days|weeks|months)|"
+                            r"(this|that|it) is a joke|fed up|sick (and tired )?of|had enough|still (not|waiting)|"
+                            r"(want|demand) (a|my) refund|(speak|talk) to (a|the|your) (manager|supervisor)|"
+                            r"not good enough|not happy|terrible|awful|worst)\b"),
+}
+# What makes a turn an insult or a profane attack: a word aimed at someone, or
+# profanity said to "you" (not excluded for complaints: "you charged me three times").
+_INSULT = re.compile(r"\b(idiot\w*|stupid|moron\w*|dumb\w*|retard\w*|loser\w*|pathetic|useless|incompetent|"
+                     r"clown\w*|fool\w*|scum\w*|trash|garbage|disgusting|liars?|jerks?|hate|shut up|freak\w*|"
+                     r"nuts?|bitch\w*|bastard\w*|dick\w*|cunt\w*|whore\w*|slut\w*|twat\w*|prick\w*|suck\w*|"
+                     r"screw (you|off)|fuck (you|off|u)|kill\w*|die|dead|hurt|beat|shoot\w*)\b")
+_SECOND_PERSON = re.compile(r"\b(you|your|you're|youre|yours|yourself|u|ur|ya|y'all|yall)\b")
+
+
+def not_abuse_kind(text: str) -> str | None:
+    """Why a turn is profane or a complaint without being an insult, or None.
+
+    Turns that are already hard negatives, that contain an insult or violence word, or
+    (for profanity) that address someone are left out: those may be abuse.
+    """
+    low = text.lower().replace("\u2019", "'").replace("\x92", "'")
+    if hard_negative_kind(text) is not None or _INSULT.search(low):
+        return None
+    if NOT_ABUSE_PATTERNS["complaint"].search(low) and not NOT_ABUSE_PATTERNS["profanity"].search(low):
+        return "complaint"
+    if NOT_ABUSE_PATTERNS["profanity"].search(low) and not _SECOND_PERSON.search(low):
+        return "profanity"
+    return None
+
+
+def _not_abuse(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example]:
+    """Training turns of the emotion/dialogue corpora with profanity or a complaint and
+    no target: any level up to angry, never abusive or threatening.
+
+    As for hard negatives, the target is the origin's label intersected with the kind's
+    (``not_abuse`` in ``labels.yaml``), so "fucking love that song" (GoEmotions: love)
+    stays calm and "this is ridiculous" (anger) stays angry; each row keeps its origin's
+    licence and commercial flag.
+    """
+    for origin in HARD_NEGATIVE_ORIGINS:
+        for r in BUILTIN[origin](root, schema, frac):
+            if r.split != "train" or not r.text:
+                continue
+            kind = not_abuse_kind(r.text)
+            if kind is None:
+                continue
+            t = schema.target("not_abuse", kind, f"not_abuse:{kind}")
+            levels = t.levels
+            if r.levels and t.levels:
+                levels = tuple(lv for lv in r.levels if lv in t.levels)
+                if not levels:
+                    continue  # the origin calls it abuse or a threat outright
+            yield Example(r.text, levels or r.levels, r.sentiment or t.sentiment, "not_abuse", "train",
+                          f"{r.licence} (from {origin})", r.commercial_ok, f"{r.ref} [{kind}]", None, r.context)
+
+
 CONFUSABLE_LIST = "configs/train/confusable_calm.txt"  # package data
 
 
@@ -507,6 +569,7 @@ BUILTIN: dict[str, Loader] = {
     "davidson": _davidson,
     "threatgram": _threatgram,
     "hard_negatives": _hard_negatives,
+    "not_abuse": _not_abuse,
     "confusable": _confusable,
 }
 

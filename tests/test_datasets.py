@@ -252,6 +252,34 @@ def test_hard_negatives_are_real_training_turns(schema: ds.LabelSchema) -> None:
 
 
 @needs_data
+def test_not_abuse_turns_are_real_untargeted_training_turns(schema: ds.LabelSchema) -> None:
+    """Profanity and complaints without a target: training turns only, never abusive or
+    threatening, each level allowed by its origin, licence kept per row."""
+    rows = ds.load_source("not_abuse", TEXT, schema)
+    kinds = {r.ref.rsplit("[", 1)[1].rstrip("]") for r in rows}
+    assert kinds == {"profanity", "complaint"}
+    assert all(r.split == "train" and r.source == "not_abuse" for r in rows)
+    origin = {(r.text, r.ref): r for n in ds.HARD_NEGATIVE_ORIGINS for r in ds.load_source(n, TEXT, schema)}
+    for r in rows:
+        o = origin[(r.text, r.ref.rsplit(" [", 1)[0])]
+        assert o.split == "train"
+        assert r.levels and set(r.levels) <= {"calm", "frustrated", "angry"}
+        assert o.levels is None or set(r.levels) <= set(o.levels)   # origin ∩ kind
+        assert ds.hard_negative_kind(r.text) is None                 # no row in both sources
+    assert {r.levels for r in rows} >= {("calm",), ("angry",)}
+    dd = [r for r in rows if "(from dailydialog)" in r.licence]
+    assert dd and not any(r.commercial_ok for r in dd)
+    # what qualifies, and what is left alone because it may be abuse
+    assert ds.not_abuse_kind("this is ridiculous, I have called three times") == "complaint"
+    assert ds.not_abuse_kind("you charged me three times") == "complaint"
+    assert ds.not_abuse_kind("fucking love that song") == "profanity"
+    assert ds.not_abuse_kind("what the hell is going on") == "profanity"
+    for text in ("you are fucking useless", "fuck you", "this is ridiculous you idiots",
+                 "shit, your fault", "i will kill you", "the weather today is nice"):
+        assert ds.not_abuse_kind(text) is None, text
+
+
+@needs_data
 def test_noncommercial_rows_of_a_derived_source_are_left_out(tmp_path: Path) -> None:
     from coach.train import TrainArgs, load_data
 
