@@ -484,8 +484,11 @@ _SECOND_PERSON = re.compile(r"\b(you|your|you're|youre|yours|yourself|u|ur|ya|y'
 def not_abuse_kind(text: str) -> str | None:
     """Why a turn is profane or a complaint without being an insult, or None.
 
-    Turns that are already hard negatives, that contain an insult or violence word, or
-    (for profanity) that address someone are left out: those may be abuse.
+    Left out: every 1-3 word turn and every other turn ``hard_negative_kind`` names
+    (whatever its origin's label), turns with an insult or violence word, and profanity
+    that addresses someone ("you", "your"): those may be abuse. Known gaps, kept as
+    measured: a complaint word aimed at "you" ("you are the worst") and compound profane
+    insults at a third person ("he is a shithead") still qualify.
     """
     low = text.lower().replace("\u2019", "'").replace("\x92", "'")
     if hard_negative_kind(text) is not None or _INSULT.search(low):
@@ -503,7 +506,7 @@ def _not_abuse(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example
 
     As for hard negatives, the target is the origin's label intersected with the kind's
     (``not_abuse`` in ``labels.yaml``), so "fucking love that song" (GoEmotions: love)
-    stays calm and "this is ridiculous" (anger) stays angry; each row keeps its origin's
+    stays calm and "this is ridiculous, I've called three times" (anger) stays angry; each row keeps its origin's
     licence and commercial flag.
     """
     for origin in HARD_NEGATIVE_ORIGINS:
