@@ -444,20 +444,33 @@ def _hard_negatives(root: Path, schema: LabelSchema, frac: float) -> Iterator[Ex
     abusive, never threatening); short turns qualify only when their origin calls them
     calm. Each row keeps its origin's licence and commercial flag.
     """
+    def kind_of(r: Example) -> str | None:
+        kind = hard_negative_kind(r.text)
+        return None if kind == "short" and r.levels != ("calm",) else kind
+
+    return _mined(root, schema, frac, "hard_negatives", kind_of)
+
+
+def _mined(root: Path, schema: LabelSchema, frac: float, source: str,
+           kind_of: Callable[[Example], str | None]) -> Iterator[Example]:
+    """Training turns of ``HARD_NEGATIVE_ORIGINS`` that ``kind_of`` names, as rows of
+    ``source``: target = the origin's levels ∩ the kind's (``source`` in ``labels.yaml``),
+    dropped when that is empty; licence, commercial flag and previous turn kept per row.
+    """
     for origin in HARD_NEGATIVE_ORIGINS:
         for r in BUILTIN[origin](root, schema, frac):
             if r.split != "train" or not r.text:
                 continue
-            kind = hard_negative_kind(r.text)
-            if kind is None or (kind == "short" and r.levels != ("calm",)):
+            kind = kind_of(r)
+            if kind is None:
                 continue
-            t = schema.target("hard_negatives", kind, f"hard_negatives:{kind}")
+            t = schema.target(source, kind, f"{source}:{kind}")
             levels = t.levels
             if r.levels and t.levels:
                 levels = tuple(lv for lv in r.levels if lv in t.levels)
                 if not levels:
                     continue  # the origin says this turn is exactly what the kind rules out
-            yield Example(r.text, levels or r.levels, r.sentiment or t.sentiment, "hard_negatives", "train",
+            yield Example(r.text, levels or r.levels, r.sentiment or t.sentiment, source, "train",
                           f"{r.licence} (from {origin})", r.commercial_ok, f"{r.ref} [{kind}]", None, r.context)
 
 
@@ -506,24 +519,10 @@ def _not_abuse(root: Path, schema: LabelSchema, frac: float) -> Iterator[Example
 
     As for hard negatives, the target is the origin's label intersected with the kind's
     (``not_abuse`` in ``labels.yaml``), so "fucking love that song" (GoEmotions: love)
-    stays calm and "this is ridiculous, I've called three times" (anger) stays angry; each row keeps its origin's
-    licence and commercial flag.
+    stays calm and "this is ridiculous, I've called three times" (anger) stays angry;
+    each row keeps its origin's licence and commercial flag.
     """
-    for origin in HARD_NEGATIVE_ORIGINS:
-        for r in BUILTIN[origin](root, schema, frac):
-            if r.split != "train" or not r.text:
-                continue
-            kind = not_abuse_kind(r.text)
-            if kind is None:
-                continue
-            t = schema.target("not_abuse", kind, f"not_abuse:{kind}")
-            levels = t.levels
-            if r.levels and t.levels:
-                levels = tuple(lv for lv in r.levels if lv in t.levels)
-                if not levels:
-                    continue  # the origin calls it abuse or a threat outright
-            yield Example(r.text, levels or r.levels, r.sentiment or t.sentiment, "not_abuse", "train",
-                          f"{r.licence} (from {origin})", r.commercial_ok, f"{r.ref} [{kind}]", None, r.context)
+    return _mined(root, schema, frac, "not_abuse", lambda r: not_abuse_kind(r.text))
 
 
 CONFUSABLE_LIST = "configs/train/confusable_calm.txt"  # package data
