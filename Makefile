@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_voice.py
 	$(BIN)/python benchmarks/bench_lag.py
 	$(BIN)/python benchmarks/bench_live.py
+	$(BIN)/python benchmarks/bench_shutdown.py
 	$(BIN)/python benchmarks/bench_dialogues.py
 
 samples: $(STAMP)

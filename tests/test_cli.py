@@ -104,6 +104,35 @@ def test_check_config_ok_and_list():
     assert "utterance_at_least" in proc.stdout
 
 
+_RUN = """
+import atexit, sys, threading, time
+from pathlib import Path
+out = Path(sys.argv[1])
+atexit.register(lambda: (out / "atexit").write_text("ran"))
+def late():
+    time.sleep(3.0)                              # longer than the command itself
+    (out / "thread").write_text("done")
+threading.Thread(target=late).start()          # a non-daemon thread still working
+sys.stdout.write("x" * 100000)                  # buffered output, no newline yet
+from coach.cli import run
+run(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("args, code", [(["check-config"], 0), (["check-config", "/nonexistent.yaml"], 2)],
+                         ids=["ok", "error"])
+def test_the_coach_command_skips_only_the_interpreters_teardown(tmp_path, args, code):
+    """`coach` (cli.run) ends with os._exit to save the slow torch teardown: the exit
+    status is main's, and other threads, exit handlers and buffered output all finish."""
+    proc = subprocess.run([sys.executable, "-c", _RUN, str(tmp_path), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout.startswith("x" * 100000)
+    assert ("OK, " in proc.stdout) == (code == 0) and ("coach: error:" in proc.stderr) == (code == 2)
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert (tmp_path / "thread").read_text() == "done"
+
+
 def test_check_config_warns_when_the_model_undoes_corroboration(tmp_path):
     """A model whose threat threshold reaches the playbook's sure_p lets one threat through alone."""
     from coach import resources

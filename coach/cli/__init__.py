@@ -8,8 +8,11 @@ one line, ``coach: error: <cause>. <fix>``, with exit status 2.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
+import threading
+from typing import NoReturn
 
 from ..errors import CoachError
 from .common import fail
@@ -70,4 +73,30 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["build_parser", "main"]
+def run(argv: list[str] | None = None) -> NoReturn:
+    """The ``coach`` command: :func:`main`, then an exit that skips the interpreter's teardown.
+
+    Why: with torch and a model loaded, CPython's finalization (module teardown, freeing
+    the model) takes 0.6-1.5 s after coach has closed and flushed everything it writes,
+    so an agent who presses Ctrl-C waits for nothing (``benchmarks/bench_shutdown.py``).
+    Everything a normal exit does for the user still happens, in the same order: other
+    non-daemon threads are joined, the exit handlers run (logging, sounddevice,
+    multiprocessing, temporary folders), the standard streams are flushed; only then does
+    the process end. ``main`` itself stays an ordinary function for in-process callers.
+    """
+    code = main(argv)
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and not t.daemon:
+            t.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            _quiet_stdout()  # the reader went away (``| head``): what was written stands
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+__all__ = ["build_parser", "main", "run"]

@@ -1,7 +1,5 @@
 """``python -m coach.cli``: the same as the ``coach`` command."""
-import sys
-
-from . import main
+from . import run
 
 if __name__ == "__main__":  # recognizer processes are spawned: they must not rerun the CLI
-    sys.exit(main())
+    run()
