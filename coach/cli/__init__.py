@@ -79,24 +79,48 @@ def run(argv: list[str] | None = None) -> NoReturn:
     Why: with torch and a model loaded, CPython's finalization (module teardown, freeing
     the model) takes 0.6-1.5 s after coach has closed and flushed everything it writes,
     so an agent who presses Ctrl-C waits for nothing (``benchmarks/bench_shutdown.py``).
-    Everything a normal exit does for the user still happens, in the same order: other
-    non-daemon threads are joined, the exit handlers run (logging, sounddevice,
-    multiprocessing, temporary folders), the standard streams are flushed; only then does
-    the process end. ``main`` itself stays an ordinary function for in-process callers.
+    The steps of a normal exit that matter to the user run in CPython's own order:
+    threads are shut down and joined (``threading._shutdown``, which also stops idle
+    executor pools), exit handlers run (logging, sounddevice, multiprocessing, temporary
+    folders), the standard streams are flushed, and a failed flush of the output is an
+    error, not a silent status 0. What is skipped is the freeing of objects, so nothing
+    in coach may leave its output to a finaliser: every file is closed or flushed
+    explicitly. ``main`` stays an ordinary function for in-process callers; ``--help``
+    and argument errors leave through SystemExit, the normal way.
     """
     code = main(argv)
-    for t in threading.enumerate():
-        if t is not threading.current_thread() and not t.daemon:
-            t.join()
-    atexit._run_exitfuncs()
+    try:
+        shutdown = getattr(threading, "_shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        else:  # pragma: no cover - every CPython has it; join like it if one does not
+            for t in threading.enumerate():
+                if t is not threading.current_thread() and not t.daemon:
+                    t.join()
+        atexit._run_exitfuncs()
+        code = _flush_std(code)
+    except KeyboardInterrupt:  # Ctrl-C while leaving: everything coach writes is already closed
+        code = 130
+    os._exit(code)
+
+
+def _flush_std(code: int) -> int:
+    """Flush stdout and stderr as the interpreter would at exit; the exit status for it."""
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
         try:
             stream.flush()
         except BrokenPipeError:
-            _quiet_stdout()  # the reader went away (``| head``): what was written stands
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
+            if stream is sys.stdout:
+                _quiet_stdout()  # the reader went away (``| head``): what was written stands
+        except (OSError, ValueError) as e:
+            if stream is sys.stdout:  # disk full, file too large, I/O error: the output is short
+                reason = getattr(e, "strerror", None) or str(e)
+                failed = fail(f"could not write the output ({reason}). "
+                              "free space or write it somewhere else, then run the command again")
+                code = code or failed
+    return code
 
 
 __all__ = ["build_parser", "main", "run"]
