@@ -33,7 +33,6 @@ import json
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,6 +41,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+
+from procs import Watched  # noqa: E402 - tests/ is on the path only from here
 
 # Both signals end it through the interpreter's normal exit (SIGTERM's default action
 # would skip the teardown that any clean exit pays, so it is turned into SystemExit).
@@ -52,30 +53,8 @@ _BASELINE = ("import coach.cli, coach.session, torch, transformers, sounddevice,
              "signal.pause()\n")
 
 
-class _Proc:
-    """A subprocess whose stderr lines are collected on a thread."""
-
-    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self._t = threading.Thread(target=self._read, daemon=True)
-        self._t.start()
-
-    def _read(self) -> None:
-        for ln in self.proc.stderr:
-            self.lines.append(ln.rstrip("\n"))
-
-    def wait_for(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in ln for ln in list(self.lines)):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.proc.kill()
-        raise RuntimeError(f"no {text!r} within {timeout:.0f} s; it said: " + " | ".join(self.lines[-5:]))
+class _Proc(Watched):
+    """A watched subprocess (tests/procs.py) that can be timed to its exit."""
 
     def signal_and_time(self, sig: int, limit: float = 30.0) -> float | None:
         """Seconds from ``sig`` to exit; None (and killed) if it ran past ``limit``."""
@@ -116,10 +95,10 @@ def _live_once(pa, customer_wav: Path, tmp: Path, sig: int, speech_at: float | N
     entry = ["-c", _NORMAL_EXIT] if normal_exit else ["-m", "coach.cli"]
     cmd = [sys.executable, *entry, "live", "--agent-device", "coach_agent",
            "--customer-device", "coach_customer", "--quiet", "--events", str(events)]
-    live = _Proc(cmd, pa.environ())
+    live = _Proc(cmd, env=pa.environ())
     player = None
     try:
-        live.wait_for("listening: ", 180)
+        live.wait_for(r"listening: ", 180)
         pa.wait_recording("coach_customer")
         time.sleep(1.0)
         player = pa.play("coach_customer", customer_wav, wait=False)
@@ -132,14 +111,12 @@ def _live_once(pa, customer_wav: Path, tmp: Path, sig: int, speech_at: float | N
     finally:
         if player is not None and player.poll() is None:
             player.kill()
-        if live.proc.poll() is None:
-            live.proc.kill()
-            live.proc.wait()
+        live.kill()
     return took, live.clean_exit(sig), _ends_whole(events)
 
 
 def _baseline_once(env: dict[str, str], sig: int) -> float | None:
-    p = _Proc([sys.executable, "-c", _BASELINE], env)
+    p = _Proc([sys.executable, "-c", _BASELINE], env=env)
     p.wait_for("ready", 180)
     time.sleep(0.5)
     return p.signal_and_time(sig)

@@ -9,8 +9,6 @@ overlay server, WebSocket and page are the shipped ones.
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import subprocess
 import sys
@@ -23,7 +21,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import REPO, example
+from conftest import example
+from procs import Watched
 from pulse import PulseAudio, PulseError
 
 CHROMIUM = "/usr/bin/chromium"
@@ -50,34 +49,12 @@ def _split(call: Path, tmp: Path) -> tuple[Path, Path]:
     return a, c
 
 
-class _Live:
+class _Live(Watched):
     """`coach live` as a subprocess; stderr is read on a thread (status lines)."""
 
     def __init__(self, pulse: PulseAudio, *args: str) -> None:
-        cmd = [sys.executable, "-m", "coach.cli", "live", "--agent-device", "coach_agent",
-               "--customer-device", "coach_customer", "--quiet", *args]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=pulse.environ(), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self._t = threading.Thread(target=self._read, daemon=True)
-        self._t.start()
-
-    def _read(self) -> None:
-        for ln in self.proc.stderr:
-            self.lines.append(ln.rstrip("\n"))
-
-    def wait_for(self, pattern: str, timeout: float) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for ln in list(self.lines):
-                m = re.search(pattern, ln)
-                if m:
-                    return m
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.kill()
-        raise AssertionError(f"no {pattern!r} from coach live; it said:\n" + "\n".join(self.lines))
+        super().__init__([sys.executable, "-m", "coach.cli", "live", "--agent-device", "coach_agent",
+                          "--customer-device", "coach_customer", "--quiet", *args], env=pulse.environ())
 
     def interrupt(self, sig: int = signal.SIGINT) -> float:
         """Send ``sig`` and wait for the process to exit on its own.
@@ -96,11 +73,6 @@ class _Live:
             raise AssertionError("coach live did not exit within 10 s of " + signal.Signals(sig).name)
         self._t.join(2)
         return time.monotonic() - t0
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def _events(path: Path) -> list[dict]:

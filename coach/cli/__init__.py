@@ -90,13 +90,7 @@ def run(argv: list[str] | None = None) -> NoReturn:
     """
     code = main(argv)
     try:
-        shutdown = getattr(threading, "_shutdown", None)
-        if shutdown is not None:
-            shutdown()
-        else:  # pragma: no cover - every CPython has it; join like it if one does not
-            for t in threading.enumerate():
-                if t is not threading.current_thread() and not t.daemon:
-                    t.join()
+        threading._shutdown()  # what CPython's own exit calls first (every CPython 3)
         atexit._run_exitfuncs()
         code = _flush_std(code)
     except KeyboardInterrupt:  # Ctrl-C while leaving: everything coach writes is already closed
